@@ -1,0 +1,50 @@
+"""The Dagster code location: `dagster dev -w workspace.yaml` or `dagster asset materialize -m recsys_pipeline.definitions`.
+
+Configured by environment variables, read when the definitions load:
+- RECSYS_MOVIELENS: a directory of MovieLens CSVs, a local .zip, or an https URL of a .zip
+  (default: the GroupLens ml-latest-small zip, downloaded once into the data directory);
+- RECSYS_DATA_DIR: where every artifact is written (default ./data);
+- RECSYS_SEED: the seed of the split, the initialisation and the shuffling (default 47005).
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from recsys_pipeline.movielens import DEFAULT_SOURCE
+from recsys_pipeline.orchestration import assets
+from recsys_pipeline.orchestration.checks import CHECKS
+from recsys_pipeline.orchestration.io_managers import ArtifactStore
+from recsys_pipeline.orchestration.resources import MovieLensSource, Reproducibility
+from recsys_pipeline.splits import DEFAULT_SEED
+
+ARTIFACTS = "artifacts"
+
+
+def build_definitions(source: str, data_dir: str | Path, seed: int = DEFAULT_SEED) -> dg.Definitions:
+    """Definitions reading MovieLens from `source` and writing artifacts under `data_dir`."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    if "://" not in source:
+        source = str(Path(source).expanduser().resolve())
+    artifacts = str(data_dir / ARTIFACTS)
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules([assets]),
+        asset_checks=CHECKS,
+        jobs=[dg.define_asset_job("recsys_pipeline", selection=dg.AssetSelection.all(), description="Every asset, from raw data to evaluation.")],
+        resources={
+            "movielens_source": MovieLensSource(location=source, cache_dir=str(data_dir)),
+            "reproducibility": Reproducibility(seed=seed),
+            "io_manager": ArtifactStore(base_path=artifacts, format="parquet"),
+            "numpy_io_manager": ArtifactStore(base_path=artifacts, format="npy"),
+            "json_io_manager": ArtifactStore(base_path=artifacts, format="json"),
+            "keras_io_manager": ArtifactStore(base_path=artifacts, format="keras"),
+        },
+    )
+
+
+defs = build_definitions(
+    source=os.environ.get("RECSYS_MOVIELENS", DEFAULT_SOURCE),
+    data_dir=os.environ.get("RECSYS_DATA_DIR", "data"),
+    seed=int(os.environ.get("RECSYS_SEED", DEFAULT_SEED)),
+)

@@ -1,0 +1,1 @@
+"""The Dagster layer: assets, checks, resources and IO managers that call the domain modules."""

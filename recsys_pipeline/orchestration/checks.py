@@ -1,0 +1,151 @@
+"""Asset checks. The blocking ones stop bad data before it reaches the model or the similarity tables."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from recsys_pipeline import movielens, splits
+from recsys_pipeline.model_inputs import rating_rows, scaled_inputs
+from recsys_pipeline.scaling import FittedScalers
+from recsys_pipeline.similarity import MAX_SQUARED_DISTANCE
+
+SAMPLED_PAIRS = 2_000
+TOLERANCE = 1e-5
+
+
+def non_finite_counts(values: pd.DataFrame) -> dict[str, int]:
+    """NaN and infinity counts per numeric column, only for columns that have any."""
+    counts = {}
+    for column in values.select_dtypes("number").columns:
+        bad = int((~np.isfinite(values[column].to_numpy(dtype="float64"))).sum())
+        if bad:
+            counts[str(column)] = bad
+    return counts
+
+
+def _finite_result(table: pd.DataFrame) -> dg.AssetCheckResult:
+    bad = non_finite_counts(table)
+    return dg.AssetCheckResult(
+        passed=not bad,
+        metadata={"non_finite_values": sum(bad.values()), "columns_with_non_finite": str(bad or "none")},
+    )
+
+
+@dg.asset_check(asset="raw_ratings", blocking=True)
+def ratings_on_half_star_scale(raw_ratings: pd.DataFrame) -> dg.AssetCheckResult:
+    """Every rating is a half star from 0.5 to 5."""
+    rating = raw_ratings["rating"].to_numpy()
+    off_scale = int(((rating < movielens.MIN_RATING) | (rating > movielens.MAX_RATING) | (rating * 2 != np.round(rating * 2))).sum())
+    return dg.AssetCheckResult(passed=off_scale == 0, metadata={"off_scale_ratings": off_scale})
+
+
+@dg.asset_check(asset="movie_features", blocking=True)
+def movie_features_finite(movie_features: pd.DataFrame) -> dg.AssetCheckResult:
+    """No NaN or infinity in any numeric movie feature."""
+    return _finite_result(movie_features)
+
+
+@dg.asset_check(asset="movie_features", blocking=True, additional_ins={"raw_movies": dg.AssetIn("raw_movies")})
+def movie_features_one_row_per_movie(movie_features: pd.DataFrame, raw_movies: pd.DataFrame) -> dg.AssetCheckResult:
+    """Exactly one feature row for every movie in movies.csv."""
+    same_movies = bool(np.array_equal(movie_features["movieId"].to_numpy(), np.sort(raw_movies["movieId"].to_numpy())))
+    return dg.AssetCheckResult(passed=same_movies, metadata={"feature_rows": len(movie_features), "movies": len(raw_movies)})
+
+
+@dg.asset_check(asset="user_genre_averages", blocking=True)
+def user_genre_averages_finite(user_genre_averages: pd.DataFrame) -> dg.AssetCheckResult:
+    """No NaN or infinity in any user feature."""
+    return _finite_result(user_genre_averages)
+
+
+@dg.asset_check(
+    asset="fitted_scalers",
+    blocking=True,
+    additional_ins={name: dg.AssetIn(name) for name in ("rating_splits", "user_genre_averages", "movie_features")},
+)
+def scaled_training_inputs_finite(
+    fitted_scalers: dict, rating_splits: pd.DataFrame, user_genre_averages: pd.DataFrame, movie_features: pd.DataFrame
+) -> dg.AssetCheckResult:
+    """The scaled inputs the network trains on are finite, and scaled targets lie in [-1, 1]."""
+    scalers = FittedScalers.from_dict(fitted_scalers)
+    inputs = scaled_inputs(user_genre_averages, movie_features, scalers)
+    rows = rating_rows(splits.training_rows(rating_splits), inputs, scalers)
+    bad_inputs = int((~np.isfinite(inputs.user_matrix)).sum() + (~np.isfinite(inputs.movie_matrix)).sum())
+    targets_out_of_range = int(((rows.targets < -1 - TOLERANCE) | (rows.targets > 1 + TOLERANCE)).sum())
+    return dg.AssetCheckResult(
+        passed=bad_inputs == 0 and targets_out_of_range == 0,
+        metadata={"non_finite_inputs": bad_inputs, "targets_out_of_range": targets_out_of_range},
+    )
+
+
+@dg.asset_check(asset="movie_embeddings", blocking=True, additional_ins={"movie_features": dg.AssetIn("movie_features")})
+def movie_embeddings_unit_length(movie_embeddings: np.ndarray, movie_features: pd.DataFrame) -> dg.AssetCheckResult:
+    """One finite, unit-length embedding per movie."""
+    norms = np.linalg.norm(np.asarray(movie_embeddings, dtype="float64"), axis=1)
+    worst = float(np.max(np.abs(norms - 1.0))) if len(norms) else 0.0
+    return dg.AssetCheckResult(
+        passed=len(norms) == len(movie_features) and bool(np.isfinite(norms).all()) and worst < 1e-3,
+        metadata={"embeddings": len(norms), "movies": len(movie_features), "largest_norm_error": worst},
+    )
+
+
+@dg.asset_check(asset="embedding_distance_matrix", blocking=True)
+def distance_matrix_well_formed(embedding_distance_matrix: np.ndarray) -> dg.AssetCheckResult:
+    """Square, exactly symmetric, zero on the diagonal, finite and within [0, 4]."""
+    matrix = embedding_distance_matrix
+    square = matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1]
+    problems = [] if square else [f"shape {matrix.shape} is not square"]
+    if square:
+        if not np.isfinite(matrix).all():
+            problems.append("non-finite distances")
+        if matrix.min() < 0 or matrix.max() > MAX_SQUARED_DISTANCE:
+            problems.append(f"distances outside [0, {MAX_SQUARED_DISTANCE}]")
+        if np.any(np.diagonal(matrix) != 0):
+            problems.append("non-zero diagonal")
+        if not np.array_equal(matrix, matrix.T):
+            problems.append("not symmetric")
+    return dg.AssetCheckResult(passed=not problems, metadata={"shape": str(matrix.shape), "problems": "; ".join(problems) or "none"})
+
+
+@dg.asset_check(asset="embedding_distance_matrix", blocking=True, additional_ins={"movie_embeddings": dg.AssetIn("movie_embeddings")})
+def distance_matrix_matches_embeddings(embedding_distance_matrix: np.ndarray, movie_embeddings: np.ndarray) -> dg.AssetCheckResult:
+    """Sampled entries equal |a - b|^2 computed directly from the embeddings."""
+    embeddings = np.asarray(movie_embeddings, dtype="float64")
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, len(embeddings), size=(2, SAMPLED_PAIRS))
+    direct = np.sum((embeddings[i] - embeddings[j]) ** 2, axis=1)
+    worst = float(np.max(np.abs(np.asarray(embedding_distance_matrix)[i, j] - direct)))
+    return dg.AssetCheckResult(passed=worst < TOLERANCE * 10, metadata={"sampled_pairs": SAMPLED_PAIRS, "largest_difference": worst})
+
+
+@dg.asset_check(asset="similar_movies", additional_ins={"embedding_distance_matrix": dg.AssetIn("embedding_distance_matrix"), "movie_features": dg.AssetIn("movie_features")})
+def similar_movies_are_nearest_in_matrix(similar_movies: pd.DataFrame, embedding_distance_matrix: np.ndarray, movie_features: pd.DataFrame) -> dg.AssetCheckResult:
+    """Each movie's listed neighbours are its nearest others in the distance matrix, at the listed distances."""
+    matrix = np.asarray(embedding_distance_matrix)
+    position = pd.Index(movie_features["movieId"])
+    source = position.get_indexer(similar_movies["movieId"])
+    target = position.get_indexer(similar_movies["similar_movieId"])
+    listed_match = float(np.max(np.abs(matrix[source, target] - similar_movies["distance"].to_numpy())))
+    k = int(similar_movies["rank"].max())
+    off_diagonal = np.array(matrix, copy=True)
+    np.fill_diagonal(off_diagonal, np.inf)
+    kth_smallest = np.partition(off_diagonal, k - 1, axis=1)[:, k - 1]
+    listed_kth = similar_movies[similar_movies["rank"] == k].set_index("movieId")["distance"].reindex(movie_features["movieId"]).to_numpy()
+    violations = int((kth_smallest < listed_kth - TOLERANCE).sum())
+    return dg.AssetCheckResult(
+        passed=listed_match < TOLERANCE and violations == 0 and bool((source >= 0).all() and (target >= 0).all()),
+        metadata={"largest_distance_difference": listed_match, "movies_with_a_closer_unlisted_movie": violations},
+    )
+
+
+CHECKS = [
+    ratings_on_half_star_scale,
+    movie_features_finite,
+    movie_features_one_row_per_movie,
+    user_genre_averages_finite,
+    scaled_training_inputs_finite,
+    movie_embeddings_unit_length,
+    distance_matrix_well_formed,
+    distance_matrix_matches_embeddings,
+    similar_movies_are_nearest_in_matrix,
+]

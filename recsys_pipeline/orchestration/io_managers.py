@@ -1,0 +1,113 @@
+"""IO managers: one file per asset under a configurable base path, written atomically.
+
+Tables are Parquet, arrays `.npy`, scaler parameters JSON and the model `.keras`; nothing is
+pickled. Local files are written to a temporary file beside the target and renamed over it, so a
+failed or killed run leaves the previous artifact intact. Object stores are written in one put.
+"""
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from upath import UPath
+
+from recsys_pipeline.atomic import atomic_target
+
+
+class _ArtifactIOManager(dg.UPathIOManager):
+    """Serialise through a local file, atomically on local disks."""
+
+    def write(self, obj: Any, path: Path) -> None:
+        raise NotImplementedError
+
+    def read(self, path: Path) -> Any:
+        raise NotImplementedError
+
+    def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        if _is_local(path):
+            with atomic_target(path.path) as temporary:
+                self.write(obj, temporary)
+            return
+        with tempfile.TemporaryDirectory() as scratch:
+            local = Path(scratch) / path.name
+            self.write(obj, local)
+            path.write_bytes(local.read_bytes())
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no stored artifact for {context.asset_key.to_user_string()}; materialize it first.")
+        if _is_local(path):
+            return self.read(Path(path.path))
+        with tempfile.TemporaryDirectory() as scratch:
+            local = Path(scratch) / path.name
+            local.write_bytes(path.read_bytes())
+            return self.read(local)
+
+
+class ParquetIOManager(_ArtifactIOManager):
+    extension = ".parquet"
+
+    def write(self, obj: pd.DataFrame, path: Path) -> None:
+        obj.to_parquet(path, engine="pyarrow", index=False)
+
+    def read(self, path: Path) -> pd.DataFrame:
+        return pd.read_parquet(path, engine="pyarrow")
+
+
+class NumpyIOManager(_ArtifactIOManager):
+    extension = ".npy"
+
+    def write(self, obj: np.ndarray, path: Path) -> None:
+        with open(path, "wb") as file:
+            np.save(file, np.asarray(obj), allow_pickle=False)
+
+    def read(self, path: Path) -> np.ndarray:
+        # Memory-mapped: a large distance matrix is paged in as it is read, not loaded whole.
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+class JsonIOManager(_ArtifactIOManager):
+    extension = ".json"
+
+    def write(self, obj: dict, path: Path) -> None:
+        path.write_text(json.dumps(obj, indent=2, sort_keys=True))
+
+    def read(self, path: Path) -> dict:
+        return json.loads(path.read_text())
+
+
+class KerasIOManager(_ArtifactIOManager):
+    extension = ".keras"
+
+    def write(self, obj: Any, path: Path) -> None:
+        obj.save(path)
+
+    def read(self, path: Path) -> Any:
+        from recsys_pipeline.two_tower import load_model  # TensorFlow only in steps that need it
+
+        return load_model(str(path))
+
+
+class ArtifactStore(dg.ConfigurableIOManagerFactory):
+    """Stores each asset as `<base_path>/<asset key>.<format>`; `base_path` may be local or an fsspec URL."""
+
+    base_path: str
+    format: Literal["parquet", "npy", "json", "keras"]
+
+    MANAGERS: ClassVar[dict[str, type[_ArtifactIOManager]]] = {
+        "parquet": ParquetIOManager,
+        "npy": NumpyIOManager,
+        "json": JsonIOManager,
+        "keras": KerasIOManager,
+    }
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> _ArtifactIOManager:
+        return self.MANAGERS[self.format](base_path=UPath(self.base_path))
+
+
+def _is_local(path: UPath) -> bool:
+    return getattr(path, "protocol", "") in ("", "file", "local")

@@ -1,0 +1,60 @@
+"""Assigning every rating to train, validation or test before any feature is computed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+SPLITS = ("train", "validation", "test")
+DEFAULT_SEED = 47005
+DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
+
+
+def random_split(n_ratings: int, seed: int = DEFAULT_SEED, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> pd.Categorical:
+    """Label each of `n_ratings` rows train, validation or test at random.
+
+    Two successive `train_test_split` calls with the same seed, as in the notebook, so that the
+    split (and every figure measured on it) matches the published peers' split row for row.
+    """
+    train_fraction, validation_fraction, test_fraction = fractions
+    if min(fractions) <= 0 or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"split fractions must be positive and sum to 1, got {fractions}")
+    rows = np.arange(n_ratings)
+    _, held_out = train_test_split(rows, test_size=1.0 - train_fraction, random_state=seed)
+    _, test = train_test_split(held_out, test_size=test_fraction / (validation_fraction + test_fraction), random_state=seed)
+    labels = np.zeros(n_ratings, dtype=np.int8)
+    labels[held_out] = 1
+    labels[test] = 2
+    return pd.Categorical.from_codes(labels, categories=list(SPLITS))
+
+
+def assign_splits(ratings: pd.DataFrame, seed: int = DEFAULT_SEED, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> pd.DataFrame:
+    """The ratings with a `split` column; row order is kept."""
+    return ratings.assign(split=random_split(len(ratings), seed, fractions))
+
+
+def training_rows(splits: pd.DataFrame) -> pd.DataFrame:
+    return splits[splits["split"] == "train"]
+
+
+def partition_problems(labelled: pd.DataFrame, n_ratings: int, fractions: tuple[float, float, float], tolerance: float = 0.01) -> list[str]:
+    """What, if anything, keeps `labelled` from being a clean partition of `n_ratings` ratings.
+
+    Each rating must carry exactly one label (so the splits are disjoint), every rating must be
+    present, and each split's share must be within `tolerance` of its configured fraction.
+    """
+    problems = []
+    if len(labelled) != n_ratings:
+        problems.append(f"{len(labelled)} labelled rows for {n_ratings} ratings")
+    unlabelled = int(labelled["split"].isna().sum())
+    if unlabelled:
+        problems.append(f"{unlabelled} ratings carry no split label")
+    if labelled.duplicated(["userId", "movieId"]).any():
+        problems.append("a (userId, movieId) rating appears more than once")
+    shares = labelled["split"].value_counts(normalize=True)
+    for name, fraction in zip(SPLITS, fractions, strict=True):
+        share = float(shares.get(name, 0.0))
+        if abs(share - fraction) > tolerance:
+            problems.append(f"{name} holds {share:.2%} of ratings, expected {fraction:.0%} ± {tolerance:.0%}")
+    return problems

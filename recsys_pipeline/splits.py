@@ -21,8 +21,10 @@ def random_split(n_ratings: int, seed: int = DEFAULT_SEED, fractions: tuple[floa
     if min(fractions) <= 0 or not np.isclose(sum(fractions), 1.0):
         raise ValueError(f"split fractions must be positive and sum to 1, got {fractions}")
     rows = np.arange(n_ratings)
-    _, held_out = train_test_split(rows, test_size=1.0 - train_fraction, random_state=seed)
-    _, test = train_test_split(held_out, test_size=test_fraction / (validation_fraction + test_fraction), random_state=seed)
+    # Rounded so that 1 - 0.7 is exactly the notebook's 0.3: one ulp more moves a row between splits.
+    held_out_fraction = round(1.0 - train_fraction, 9)
+    _, held_out = train_test_split(rows, test_size=held_out_fraction, random_state=seed)
+    _, test = train_test_split(held_out, test_size=round(test_fraction / held_out_fraction, 9), random_state=seed)
     labels = np.zeros(n_ratings, dtype=np.int8)
     labels[held_out] = 1
     labels[test] = 2

@@ -1,0 +1,82 @@
+"""The whole asset graph, end to end: from the dagster CLI on synthetic data, and on the real ml-latest-small."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from recsys_pipeline.definitions import build_definitions
+
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+ARTIFACTS = {
+    "raw_movies.parquet", "raw_ratings.parquet", "rating_splits.parquet", "movie_features.parquet",
+    "user_genre_averages.parquet", "fitted_scalers.json", "trained_model.keras", "movie_embeddings.npy",
+    "embedding_distance_matrix.npy", "similar_movies.parquet", "model_evaluation.parquet",
+}
+UPSTREAM_OF_MODEL = ["raw_movies.parquet", "raw_ratings.parquet", "rating_splits.parquet", "movie_features.parquet", "user_genre_averages.parquet", "fitted_scalers.json"]
+ONE_EPOCH = "ops:\n  trained_model:\n    config:\n      epochs: 1\n"
+
+
+def _materialize(selection: str, source: Path, data_dir: Path, dagster_home: Path, config: Path) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "RECSYS_MOVIELENS": str(source), "RECSYS_DATA_DIR": str(data_dir), "DAGSTER_HOME": str(dagster_home)}
+    command = [DAGSTER, "asset", "materialize", "-m", "recsys_pipeline.definitions", "--select", selection, "-c", str(config)]
+    return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+
+
+def test_cli_materializes_every_asset_then_retrains_from_stored_upstream(synthetic_movielens_dir, tmp_path):
+    dagster_home, data_dir, config = tmp_path / "dagster_home", tmp_path / "data", tmp_path / "one_epoch.yaml"
+    dagster_home.mkdir()
+    config.write_text(ONE_EPOCH)
+
+    first = _materialize("*", synthetic_movielens_dir, data_dir, dagster_home, config)
+    assert first.returncode == 0, first.stderr[-3000:]
+    artifacts = data_dir / "artifacts"
+    assert ARTIFACTS <= {path.name for path in artifacts.iterdir()}
+    assert "STEP_FAILURE" not in first.stderr
+
+    upstream = {name: (artifacts / name).stat().st_mtime_ns for name in UPSTREAM_OF_MODEL}
+    model_written = (artifacts / "trained_model.keras").stat().st_mtime_ns
+    second = _materialize("trained_model+", synthetic_movielens_dir, data_dir, dagster_home, config)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert {name: (artifacts / name).stat().st_mtime_ns for name in UPSTREAM_OF_MODEL} == upstream
+    assert (artifacts / "trained_model.keras").stat().st_mtime_ns > model_written
+
+
+@pytest.fixture(scope="module")
+def real_run(real_movielens_dir, tmp_path_factory) -> dg.ExecuteInProcessResult:
+    data_dir = tmp_path_factory.mktemp("real_run")
+    job = build_definitions(str(real_movielens_dir), data_dir).resolve_job_def("recsys_pipeline")
+    return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return {key: value.value for key, value in event.materialization.metadata.items()}
+
+
+def test_real_data_every_check_passes(real_run):
+    assert real_run.success
+    evaluations = real_run.get_asset_check_evaluations()
+    assert len(evaluations) >= 10
+    assert [e.check_name for e in evaluations if not e.passed] == []
+
+
+def test_real_data_beats_the_honest_notebook_and_reports_baselines(real_run):
+    metrics = _metadata(real_run, "model_evaluation")
+    # 0.873 is the notebook's design computed honestly on this split; the model must do no worse.
+    assert metrics["test_rmse"] <= 0.873
+    assert metrics["test_rmse"] < metrics["baseline_global_mean_rmse"]
+    # The baselines land on the published peers' figures, which shows the split is theirs.
+    assert metrics["baseline_global_mean_rmse"] == pytest.approx(1.038, abs=0.002)
+    assert metrics["baseline_bias_rmse"] == pytest.approx(0.874, abs=0.004)
+    assert {"test_mae", "val_rmse"} <= set(metrics)
+
+
+def test_real_data_features_cover_every_movie_and_user(real_run):
+    assert _metadata(real_run, "movie_features")["dagster/row_count"] == 9742
+    assert _metadata(real_run, "user_genre_averages")["dagster/row_count"] == 610
+    assert _metadata(real_run, "raw_ratings")["dagster/row_count"] == 100_836
+    assert _metadata(real_run, "similar_movies")["dagster/row_count"] == 97_420

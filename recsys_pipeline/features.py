@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 NO_GENRES = "(no genres listed)"
 GENRE_PREFIX = "genre_"
@@ -82,6 +81,8 @@ def build_user_genre_averages(user_ids: Sequence[int], train_ratings: pd.DataFra
     user rated no movie of a genre, the user's own average stands in (no evidence of a taste either
     way); a user with no training rating at all gets the global training mean everywhere.
     """
+    import scipy.sparse as sp  # imported here: every Dagster step loads this module, few need scipy
+
     users = pd.Index(np.sort(np.asarray(user_ids)), name="userId")
     genres = genre_columns(movie_features)
     user_codes = users.get_indexer(train_ratings["userId"])

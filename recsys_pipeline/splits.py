@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_SEED = 47005
@@ -17,6 +16,9 @@ def random_split(n_ratings: int, seed: int = DEFAULT_SEED, fractions: tuple[floa
     Two successive `train_test_split` calls with the same seed, as in the notebook, so that the
     split (and every figure measured on it) matches the published peers' split row for row.
     """
+    # Imported here: scikit-learn takes seconds to import, and every Dagster step loads this module.
+    from sklearn.model_selection import train_test_split
+
     train_fraction, validation_fraction, test_fraction = fractions
     if min(fractions) <= 0 or not np.isclose(sum(fractions), 1.0):
         raise ValueError(f"split fractions must be positive and sum to 1, got {fractions}")

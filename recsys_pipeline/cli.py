@@ -134,8 +134,9 @@ def recommend_movies(args: argparse.Namespace, artifacts: Artifacts) -> tuple[st
 
     user_embedding = two_tower.embed(artifacts.model(), two_tower.USER_TOWER, scalers.user.transform(user_row))
     stars = recommend.predicted_stars(user_embedding[0], embeddings, scalers.target)
-    listing = recommend.top_predictions(movie_features, stars, args.k, rated)
-    return f"The {len(listing)} highest predicted ratings for {who}:", listing
+    listing = recommend.top_predictions(movie_features, stars, args.k, rated, args.min_ratings)
+    among = f", among movies with at least {args.min_ratings} training ratings" if args.min_ratings else ""
+    return f"The {len(listing)} highest predicted ratings for {who}{among}:", listing
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -178,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     who = recommend_parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, metavar="ID", help="a userId from the ratings; movies they rated are left out")
     who.add_argument("--genres", type=genre_ratings, metavar="GENRE=STARS,...", help="a new user described by ratings of whole genres")
+    recommend_parser.add_argument(
+        "--min-ratings", type=int, default=0, metavar="N", help="only movies with at least N training ratings (default 0: every movie)"
+    )
     recommend_parser.set_defaults(run=recommend_movies)
     return parser
 

@@ -141,8 +141,15 @@ def predicted_stars(user_embedding: np.ndarray, movie_embeddings: np.ndarray, ta
     return clip_stars(target.to_stars(scaled), target.minimum, target.maximum)
 
 
-def top_predictions(movie_features: pd.DataFrame, stars: np.ndarray, k: int, exclude_movie_ids: Iterable[int] = ()) -> pd.DataFrame:
-    """The `k` movies with the highest predicted rating, skipping `exclude_movie_ids`; ties go to the earlier row."""
-    candidates = np.flatnonzero(~movie_features["movieId"].isin(list(exclude_movie_ids)).to_numpy())
+def top_predictions(
+    movie_features: pd.DataFrame, stars: np.ndarray, k: int, exclude_movie_ids: Iterable[int] = (), min_ratings: int = 0
+) -> pd.DataFrame:
+    """The `k` movies with the highest predicted rating, skipping `exclude_movie_ids`; ties go to the earlier row.
+
+    `min_ratings` leaves out movies with fewer training ratings: a movie's average rating is a model
+    input, so one enthusiastic rating can lift an obscure movie to the top.
+    """
+    eligible = ~movie_features["movieId"].isin(list(exclude_movie_ids)) & (movie_features["rating_count"] >= min_ratings)
+    candidates = np.flatnonzero(eligible.to_numpy())
     best = candidates[np.argsort(-np.asarray(stars)[candidates], kind="stable")[:k]]
     return _listing(movie_features, best, "predicted_rating", np.asarray(stars)[best])

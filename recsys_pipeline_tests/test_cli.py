@@ -157,6 +157,14 @@ def test_recommend_for_a_user_lists_unrated_movies_by_the_models_predicted_ratin
     assert stars.drop(listed_ids).max() <= min(predicted) + 1e-4
 
 
+def test_min_ratings_keeps_only_movies_rated_that_often_in_training(capsys, data_dir, movie_features):
+    threshold = int(movie_features["rating_count"].median())
+    listing = recsys_json(capsys, data_dir, "recommend", "--genres", "Drama=4", "-k", str(len(movie_features)), "--min-ratings", str(threshold))
+    counts = movie_features.set_index("movieId")["rating_count"]
+    assert len(listing) == (counts >= threshold).sum() < len(movie_features)
+    assert min(counts[movie["movieId"]] for movie in listing) >= threshold
+
+
 def test_a_genre_profile_equal_to_a_users_averages_predicts_as_that_user(capsys, data_dir, movie_features):
     averages = pd.read_parquet(artifact(data_dir, "user_genre_averages"))
     user = averages.iloc[3]

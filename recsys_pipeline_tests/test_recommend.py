@@ -181,3 +181,10 @@ def test_top_predictions_rank_by_predicted_rating_skip_excluded_movies_and_break
     assert listing["predicted_rating"].tolist() == [4.9, 4.5, 4.5]
     assert listing.columns.tolist() == ["rank", "movieId", "title", "genres", "predicted_rating"]
     assert len(recommend.top_predictions(movie_features, stars, k=100, exclude_movie_ids=[1, 6])) == len(movie_features) - 2
+
+
+def test_top_predictions_can_leave_out_movies_with_few_training_ratings(movie_features):
+    # The fixture's training ratings: movies 1, 6 and 838 have one each, every other movie none.
+    stars = np.array([4.0, 5.0, 3.0, 4.5, 4.5, 1.0, 4.9])
+    listing = recommend.top_predictions(movie_features, stars, k=5, min_ratings=1)
+    assert listing["movieId"].tolist() == [6, 838, 1]

@@ -35,20 +35,21 @@ def squared_distance_matrix(embeddings: np.ndarray, block_rows: int = 2048, out:
     return matrix
 
 
-def nearest_neighbours(embeddings: np.ndarray, k: int, block_rows: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """For each row, the `k` nearest other rows and their squared distances, nearest first.
+def nearest_neighbours(embeddings: np.ndarray, k: int, block_rows: int = 2048, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For each row (or each of `rows` only), the `k` nearest other rows and their squared distances, nearest first.
 
     Exact (no approximation), in row blocks so memory stays at `block_rows` x n. Ties are broken by
     the lower row number, so the result is deterministic.
     """
     n = len(embeddings)
+    rows = np.arange(n) if rows is None else np.asarray(rows, dtype="int64")
     k = min(k, n - 1)
-    neighbours = np.empty((n, k), dtype="int64")
-    distances = np.empty((n, k), dtype="float32")
-    for start in range(0, n, block_rows):
-        stop = min(start + block_rows, n)
-        block = _distance_block(embeddings[start:stop], embeddings)
-        block[np.arange(stop - start), np.arange(start, stop)] = np.inf  # a movie is not its own neighbour
+    neighbours = np.empty((len(rows), k), dtype="int64")
+    distances = np.empty((len(rows), k), dtype="float32")
+    for start in range(0, len(rows), block_rows):
+        stop = min(start + block_rows, len(rows))
+        block = _distance_block(embeddings[rows[start:stop]], embeddings)
+        block[np.arange(stop - start), rows[start:stop]] = np.inf  # a movie is not its own neighbour
         candidates = np.argpartition(block, k, axis=1)[:, : k + 1]
         candidate_distances = np.take_along_axis(block, candidates, axis=1)
         order = np.lexsort((candidates, candidate_distances), axis=1)[:, :k]

@@ -1,0 +1,272 @@
+"""The `recsys` command against artifacts materialized once per session from the small synthetic dataset."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys_pipeline import cli, definitions, features
+from recsys_pipeline.definitions import build_definitions
+from recsys_pipeline.scaling import FittedScalers
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TWO_EPOCHS = {"ops": {"trained_model": {"config": {"epochs": 2}}}}
+LISTING_KEYS = {"rank", "movieId", "title", "genres"}
+
+
+@pytest.fixture(scope="session")
+def data_dir(synthetic_movielens_dir, tmp_path_factory) -> Path:
+    """Every asset of the graph, materialized once with a two-epoch model."""
+    data_dir = tmp_path_factory.mktemp("recsys_data")
+    defs = build_definitions(str(synthetic_movielens_dir), data_dir)
+    result = defs.resolve_job_def("recsys_pipeline").execute_in_process(run_config=TWO_EPOCHS, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    return data_dir
+
+
+def artifact(data_dir: Path, name: str) -> Path:
+    return data_dir / definitions.ARTIFACTS / cli.ARTIFACT_FILES[name]
+
+
+@pytest.fixture(scope="session")
+def movie_features(data_dir) -> pd.DataFrame:
+    return pd.read_parquet(artifact(data_dir, "movie_features"))
+
+
+@pytest.fixture(scope="session")
+def rating_splits(data_dir) -> pd.DataFrame:
+    return pd.read_parquet(artifact(data_dir, "rating_splits"))
+
+
+def recsys(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run the command in this process: exit status, stdout, stderr."""
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def recsys_json(capsys, data_dir: Path, *argv: str) -> list[dict]:
+    status, out, err = recsys(capsys, *argv, "--json", "--data-dir", str(data_dir))
+    assert status == 0, err
+    return json.loads(out)
+
+
+def unambiguous_title(movie_features: pd.DataFrame) -> tuple[int, str]:
+    """A movie whose title is part of no other title, so that the title alone finds it."""
+    lowercase = movie_features["title"].str.lower()
+    for movie_id, title in movie_features[["movieId", "title"]].itertuples(index=False):
+        if lowercase.str.contains(title.lower(), regex=False).sum() == 1:
+            return int(movie_id), title
+    raise AssertionError("every synthetic title is part of another")
+
+
+def copy_artifacts(data_dir: Path, target: Path, leave_out: tuple[str, ...] = ()) -> Path:
+    shutil.copytree(data_dir / definitions.ARTIFACTS, target / definitions.ARTIFACTS, ignore=shutil.ignore_patterns(*leave_out))
+    return target
+
+
+# --- similar --------------------------------------------------------------------------------------
+
+
+def test_similar_lists_k_other_movies_nearest_first(capsys, data_dir, movie_features):
+    movie_id, title = unambiguous_title(movie_features)
+    listing = recsys_json(capsys, data_dir, "similar", title, "-k", "7")
+    assert len(listing) == 7
+    assert all(LISTING_KEYS | {"distance"} <= set(movie) for movie in listing)
+    assert movie_id not in [movie["movieId"] for movie in listing]
+    distances = [movie["distance"] for movie in listing]
+    assert distances == sorted(distances) and 0.0 <= distances[0] and distances[-1] <= 4.0
+
+
+def test_similar_agrees_with_the_similar_movies_asset_and_extends_beyond_its_ten(capsys, data_dir, movie_features):
+    stored = pd.read_parquet(data_dir / definitions.ARTIFACTS / "similar_movies.parquet")
+    movie_id = int(movie_features["movieId"].iloc[5])
+    expected = stored[stored["movieId"] == movie_id].sort_values("rank")
+    ten = recsys_json(capsys, data_dir, "similar", str(movie_id))
+    assert [movie["movieId"] for movie in ten] == expected["similar_movieId"].tolist()
+    np.testing.assert_allclose([movie["distance"] for movie in ten], expected["distance"], atol=1e-6)
+    thirty = recsys_json(capsys, data_dir, "similar", str(movie_id), "-k", "30")
+    assert len(thirty) == 30 and thirty[:10] == ten
+
+
+def test_similar_prints_a_table_by_default(capsys, data_dir, movie_features):
+    movie_id, title = unambiguous_title(movie_features)
+    status, out, _ = recsys(capsys, "similar", title.upper(), "-k", "4", "--data-dir", str(data_dir))
+    lines = out.splitlines()
+    assert status == 0
+    assert lines[0] == f"The 4 movies nearest to {title} [movieId {movie_id}] (squared embedding distance):"
+    assert lines[1].split() == ["rank", "movieId", "title", "genres", "distance"]
+    assert len(lines) == 2 + 4 and lines[2].split()[0] == "1"
+
+
+def test_an_unknown_title_fails_naming_close_matches(capsys, data_dir, movie_features):
+    _, title = unambiguous_title(movie_features)
+    misspelt = title[:2] + title[3] + title[2] + title[4:]  # two letters swapped
+    assert misspelt != title
+    status, out, err = recsys(capsys, "similar", misspelt, "--data-dir", str(data_dir))
+    assert status == 1 and out == ""
+    assert f"no movie titled '{misspelt}'" in err and "Close matches:" in err and title in err
+
+
+def test_a_title_part_shared_by_several_movies_fails_listing_them(capsys, data_dir, movie_features):
+    word = "the"  # in several synthetic titles ("..., The", "...of the Night")
+    sharing = movie_features[movie_features["title"].str.lower().str.contains(word)]
+    assert len(sharing) > 1
+    status, _, err = recsys(capsys, "similar", word, "--data-dir", str(data_dir))
+    assert status == 1 and f"matches {len(sharing)} movies" in err
+    assert f"[movieId {sharing['movieId'].iloc[0]}]" in err
+
+
+# --- recommend ------------------------------------------------------------------------------------
+
+
+def model_stars(data_dir: Path, user_row: pd.DataFrame, movie_rows: pd.DataFrame) -> np.ndarray:
+    """The whole two-tower network's prediction in stars, an independent path from the stored embeddings."""
+    from recsys_pipeline import two_tower
+
+    scalers = FittedScalers.from_dict(json.loads(artifact(data_dir, "fitted_scalers").read_text()))
+    model = two_tower.load_model(str(artifact(data_dir, "trained_model")))
+    users = np.repeat(scalers.user.transform(user_row), len(movie_rows), axis=0)
+    scaled = model.predict({two_tower.USER_INPUT: users, two_tower.MOVIE_INPUT: scalers.movie.transform(movie_rows)}, verbose=0)
+    return scalers.target.to_stars(scaled.ravel())
+
+
+def test_recommend_for_a_user_lists_unrated_movies_by_the_models_predicted_rating(capsys, data_dir, movie_features, rating_splits):
+    user_id = int(rating_splits["userId"].value_counts().idxmax())
+    rated = set(rating_splits.loc[rating_splits["userId"] == user_id, "movieId"])
+    assert set(rating_splits.loc[rating_splits["userId"] == user_id, "split"]) == {"train", "validation", "test"}
+    listing = recsys_json(capsys, data_dir, "recommend", "--user", str(user_id))
+    assert len(listing) == 10
+    assert all(LISTING_KEYS | {"predicted_rating"} <= set(movie) for movie in listing)
+    assert not rated & {movie["movieId"] for movie in listing}
+    predicted = [movie["predicted_rating"] for movie in listing]
+    assert predicted == sorted(predicted, reverse=True) and 0.5 <= min(predicted) and max(predicted) <= 5.0
+
+    user_row = pd.read_parquet(artifact(data_dir, "user_genre_averages")).query("userId == @user_id")
+    unrated = movie_features[~movie_features["movieId"].isin(rated)]
+    stars = pd.Series(model_stars(data_dir, user_row, unrated), index=unrated["movieId"])
+    listed_ids = [movie["movieId"] for movie in listing]
+    np.testing.assert_allclose(predicted, stars[listed_ids], atol=1e-4)
+    assert stars.drop(listed_ids).max() <= min(predicted) + 1e-4
+
+
+def test_min_ratings_keeps_only_movies_rated_that_often_in_training(capsys, data_dir, movie_features):
+    threshold = int(movie_features["rating_count"].median())
+    listing = recsys_json(capsys, data_dir, "recommend", "--genres", "Drama=4", "-k", str(len(movie_features)), "--min-ratings", str(threshold))
+    counts = movie_features.set_index("movieId")["rating_count"]
+    assert len(listing) == (counts >= threshold).sum() < len(movie_features)
+    assert min(counts[movie["movieId"]] for movie in listing) >= threshold
+
+
+def test_a_genre_profile_equal_to_a_users_averages_predicts_as_that_user(capsys, data_dir, movie_features):
+    averages = pd.read_parquet(artifact(data_dir, "user_genre_averages"))
+    user = averages.iloc[3]
+    profile = ",".join(f"{column.removeprefix(features.USER_GENRE_PREFIX)}={float(user[column])!r}" for column in features.user_genre_columns(averages))
+    everything = str(len(movie_features))
+    by_genres = recsys_json(capsys, data_dir, "recommend", "--genres", profile, "-k", everything)
+    by_user = recsys_json(capsys, data_dir, "recommend", "--user", str(int(user["userId"])), "-k", everything)
+    assert len(by_genres) == len(movie_features) > len(by_user)
+    genre_stars = {movie["movieId"]: movie["predicted_rating"] for movie in by_genres}
+    np.testing.assert_allclose([movie["predicted_rating"] for movie in by_user], [genre_stars[movie["movieId"]] for movie in by_user], atol=1e-5)
+
+
+def test_recommend_for_a_genre_profile_lists_k_movies_in_stars(capsys, data_dir):
+    listing = recsys_json(capsys, data_dir, "recommend", "--genres", "animation=5,Children=4.5,Horror=1", "-k", "6")
+    assert len(listing) == 6
+    assert all(LISTING_KEYS | {"predicted_rating"} <= set(movie) for movie in listing)
+    predicted = [movie["predicted_rating"] for movie in listing]
+    assert predicted == sorted(predicted, reverse=True) and 0.5 <= min(predicted) and max(predicted) <= 5.0
+    status, out, _ = recsys(capsys, "recommend", "--genres", "Animation=5,Horror=1", "-k", "3", "--data-dir", str(data_dir))
+    assert status == 0 and out.splitlines()[0] == "The 3 highest predicted ratings for a new user rating Animation=5, Horror=1:"
+
+
+def test_an_unknown_user_fails_naming_the_known_range(capsys, data_dir, rating_splits):
+    status, out, err = recsys(capsys, "recommend", "--user", "99999", "--data-dir", str(data_dir))
+    users = rating_splits["userId"]
+    assert status == 1 and out == ""
+    assert f"no user 99999 in the ratings (users {users.min()}..{users.max()}, {users.nunique()} in all)" in err
+
+
+def test_an_unknown_genre_fails_naming_close_matches(capsys, data_dir):
+    status, _, err = recsys(capsys, "recommend", "--genres", "Animaton=5", "--data-dir", str(data_dir))
+    assert status == 1 and "no genre 'Animaton'. Close matches: Animation" in err
+
+
+def test_malformed_genre_ratings_are_a_usage_error(capsys, data_dir):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["recommend", "--genres", "Animation", "--data-dir", str(data_dir)])
+    assert exited.value.code == 2
+    assert "expected GENRE=STARS pairs" in capsys.readouterr().err
+
+
+# --- missing or inconsistent artifacts ------------------------------------------------------------
+
+
+def test_no_artifacts_at_all_asks_for_the_whole_graph(capsys, tmp_path):
+    status, _, err = recsys(capsys, "similar", "Heat", "--data-dir", str(tmp_path))
+    assert status == 1
+    assert f"run: RECSYS_DATA_DIR={tmp_path.resolve()} dagster asset materialize -m recsys_pipeline.definitions --select '*'" in err
+
+
+def test_a_missing_artifact_is_named_with_the_command_that_builds_it(capsys, data_dir, tmp_path):
+    copy_artifacts(data_dir, tmp_path, leave_out=("movie_embeddings.npy",))
+    status, _, err = recsys(capsys, "recommend", "--user", "1", "--data-dir", str(tmp_path))
+    assert status == 1
+    assert "missing artifact(s) movie_embeddings in" in err
+    assert "dagster asset materialize -m recsys_pipeline.definitions --select 'movie_embeddings'" in err
+
+
+def test_embeddings_older_than_the_model_are_refused_as_stale(capsys, data_dir, movie_features, tmp_path):
+    copy_artifacts(data_dir, tmp_path)
+    model = artifact(tmp_path, "trained_model")
+    later = artifact(tmp_path, "movie_embeddings").stat().st_mtime + 60
+    os.utime(model, (later, later))
+    status, _, err = recsys(capsys, "similar", str(movie_features["movieId"].iloc[0]), "--data-dir", str(tmp_path))
+    assert status == 1 and "movie_embeddings is older than trained_model" in err and "--select 'movie_embeddings'" in err
+
+
+def test_embeddings_of_another_movie_table_are_refused(capsys, data_dir, movie_features, tmp_path):
+    copy_artifacts(data_dir, tmp_path)
+    embeddings = artifact(tmp_path, "movie_embeddings")
+    np.save(embeddings, np.load(embeddings)[:-1])
+    status, _, err = recsys(capsys, "similar", str(movie_features["movieId"].iloc[0]), "--data-dir", str(tmp_path))
+    assert status == 1 and f"movie_embeddings holds {len(movie_features) - 1} rows for {len(movie_features)} movies" in err
+
+
+# --- as a program ---------------------------------------------------------------------------------
+
+
+def subprocess_env(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]), "RECSYS_DATA_DIR": str(data_dir)}
+
+
+def test_the_installed_command_prints_json(data_dir, movie_features):
+    # The console script pyproject.toml installs, where this environment has it; else the module.
+    script = Path(sys.executable).with_name("recsys")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "recsys_pipeline.cli"]
+    movie_id = int(movie_features["movieId"].iloc[0])
+    done = subprocess.run([*command, "similar", str(movie_id), "-k", "3", "--json"], env=subprocess_env(data_dir), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 3
+    failed = subprocess.run([*command, "similar", "no such movie at all"], env=subprocess_env(data_dir), capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "recsys: error: no movie titled" in failed.stderr
+
+
+def test_similar_imports_neither_tensorflow_nor_dagster(data_dir, movie_features):
+    movie_id = int(movie_features["movieId"].iloc[0])
+    program = (
+        "import sys\n"
+        "from recsys_pipeline.cli import main\n"
+        f"assert main(['similar', '{movie_id}', '--json']) == 0\n"
+        "print(sorted({'tensorflow', 'keras', 'dagster'} & set(sys.modules)), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], env=subprocess_env(data_dir), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"

@@ -283,11 +283,11 @@ def _read_csv(directory: Path, file: str, columns: Sequence[str], dtypes: dict[s
 def _whole_number_column(frame: pd.DataFrame, path: Path, column: str) -> pd.Series:
     """Parse a column of non-negative whole numbers, naming the rows that are not."""
     raw = frame[column]
-    values = raw if pd.api.types.is_integer_dtype(raw) else pd.to_numeric(raw, errors="coerce")
-    if pd.api.types.is_integer_dtype(values):
+    if raw.dtype == np.int64:  # the common case: pandas already parsed every value as an integer
+        values = raw
         bad = (values < 0) | (values > MAX_WHOLE_NUMBER)
     else:
-        values = values.astype("float64")
+        values = pd.to_numeric(raw, errors="coerce").astype("float64")
         bad = values.isna() | (values != np.floor(values)) | (values < 0) | (values > MAX_WHOLE_NUMBER)
     if bad.any():
         raise invalid_rows_error(path, column, _file_lines(bad), f"a whole number from 0 to {MAX_WHOLE_NUMBER}", raw[bad])

@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import re
 import shutil
+import ssl
 import tempfile
 import time
 import urllib.error
@@ -154,7 +155,8 @@ def download(url: str, downloads_dir: Path, sha256: str | None = None, opener: O
         # A broken transfer is retried; a checksum mismatch is not, as TLS already rules out
         # corruption in transit: the server holds a different file.
         except (OSError, http.client.HTTPException) as error:
-            permanent = isinstance(error, urllib.error.HTTPError) and error.code < 500
+            refused_certificate = isinstance(getattr(error, "reason", None), ssl.SSLCertVerificationError)
+            permanent = refused_certificate or (isinstance(error, urllib.error.HTTPError) and error.code < 500)
             if permanent or attempt == DOWNLOAD_ATTEMPTS:
                 raise MovieLensError(f"{url}: download failed after {attempt} attempt(s): {error!r}") from error
             time.sleep(attempt)

@@ -263,7 +263,10 @@ def _read_csv(directory: Path, file: str, columns: Sequence[str], dtypes: dict[s
         raise MovieLensError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}).") from None
     if not isinstance(frame.index, pd.RangeIndex):
         # pandas turns surplus leading fields into an index when every row has more fields than the header.
-        raise MovieLensError(f"{path}: every row has more fields than the header; expected {len(columns)} ({','.join(columns)}).")
+        header = ",".join(str(column) for column in frame.columns)
+        raise MovieLensError(
+            f"{path}: the header names {len(frame.columns)} column(s) ({header}) but every row has more fields; expected columns {','.join(columns)}."
+        )
     found = [str(column) for column in frame.columns]
     if found != list(columns):
         missing = [c for c in columns if c not in found]

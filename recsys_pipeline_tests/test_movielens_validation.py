@@ -1,9 +1,12 @@
 """Every kind of bad input is refused with a message naming the file, column, lines and rule; the
 valid oddities of real MovieLens files (BOM, CRLF, non-ASCII titles, no year, no genres) just work."""
 
+import hashlib
 import re
+import shutil
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recsys_pipeline import movielens
+from recsys_pipeline.definitions import ARTIFACTS, build_definitions
 from recsys_pipeline.movielens import MovieLensError
 
 MOVIES = (
@@ -84,21 +88,48 @@ REFUSALS = [
 ]
 
 
+def materialize_ingest(source: Path, data_dir: Path) -> None:
+    """Run the pipeline's ingest step (the raw_movies/raw_ratings multi-asset) through Dagster."""
+    defs = build_definitions(str(source), data_dir)
+    dg.materialize([defs.get_assets_def("raw_movies")], resources=defs.resources, instance=dg.DagsterInstance.ephemeral())
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder holding the raw artifacts of a valid source."""
+    data_dir = tmp_path_factory.mktemp("ingested")
+    materialize_ingest(write_source(tmp_path_factory.mktemp("valid")), data_dir)
+    return data_dir
+
+
+def artifact_hashes(data_dir: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted((data_dir / ARTIFACTS).iterdir())}
+
+
 @pytest.mark.parametrize(("movies", "ratings", "expected"), [case[1:] for case in REFUSALS], ids=[case[0] for case in REFUSALS])
-def test_bad_input_is_refused_with_a_precise_message(tmp_path: Path, movies: str | None, ratings: str | None, expected: list[str]) -> None:
-    source = write_source(tmp_path, movies=MOVIES if movies is None else movies, ratings=ratings)
+def test_bad_input_is_refused_with_a_precise_message_and_nothing_is_written(
+    tmp_path: Path, ingested: Path, movies: str | None, ratings: str | None, expected: list[str]
+) -> None:
+    source = write_source(tmp_path / "source", movies=MOVIES if movies is None else movies, ratings=ratings)
+    data_dir = Path(shutil.copytree(ingested, tmp_path / "data"))
+    before = artifact_hashes(data_dir)
+    assert set(before) == {"raw_movies.parquet", "raw_ratings.parquet"}
     with pytest.raises(MovieLensError) as refusal:
-        ingest(source)
+        materialize_ingest(source, data_dir)
     for words in expected:
         assert words in str(refusal.value)
+    assert artifact_hashes(data_dir) == before
 
 
 @pytest.mark.parametrize("missing", [movielens.MOVIES_FILE, movielens.RATINGS_FILE])
-def test_missing_file_is_named(tmp_path: Path, missing: str) -> None:
-    source = write_source(tmp_path)
+def test_missing_file_is_named_and_nothing_is_written(tmp_path: Path, ingested: Path, missing: str) -> None:
+    source = write_source(tmp_path / "source")
     (source / missing).unlink()
+    data_dir = Path(shutil.copytree(ingested, tmp_path / "data"))
+    before = artifact_hashes(data_dir)
     with pytest.raises(MovieLensError, match=rf"{re.escape(missing)}: file is missing \(expected a CSV with columns"):
-        ingest(source)
+        materialize_ingest(source, data_dir)
+    assert artifact_hashes(data_dir) == before
 
 
 def test_missing_source_says_what_to_set(tmp_path: Path) -> None:

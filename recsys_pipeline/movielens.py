@@ -258,7 +258,9 @@ def _read_csv(directory: Path, file: str, columns: Sequence[str], dtypes: dict[s
     except pd.errors.EmptyDataError:
         raise MovieLensError(f"{path}: file is empty (expected a header {','.join(columns)} and rows).") from None
     except pd.errors.ParserError as error:
-        raise MovieLensError(f"{path}: malformed CSV, expected {len(columns)} comma-separated fields per row ({','.join(columns)}): {str(error).strip()}.") from None
+        # pandas counts lines from 1 in "Expected 4 fields in line 3" but from 0 in "starting at row 5".
+        detail = re.sub(r"starting at row (\d+)", lambda row: f"starting on line {int(row.group(1)) + 1}", str(error).strip())
+        raise MovieLensError(f"{path}: malformed CSV, expected {len(columns)} comma-separated fields per row ({','.join(columns)}): {detail}.") from None
     except UnicodeDecodeError as error:
         raise MovieLensError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}).") from None
     if not isinstance(frame.index, pd.RangeIndex):

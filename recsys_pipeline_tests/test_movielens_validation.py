@@ -66,7 +66,7 @@ REFUSALS = [
     ("truncated_row", None, RATINGS_HEADER + "\n".join(RATING_ROWS[:3]) + "\n2,4,3", ["ratings.csv", "column 'timestamp'", "line(s) 5 (empty)", "a whole number"]),
     ("surplus_field_in_one_row", None, with_rating_rows({1: "1,2,0.5,964981247,oops"}), ["ratings.csv", "malformed CSV", "Expected 4 fields in line 3, saw 5"]),
     ("surplus_field_in_every_row", None, RATINGS_HEADER + "".join(row + ",x\n" for row in RATING_ROWS), ["ratings.csv", "the header names 4 column(s) (userId,movieId,rating,timestamp) but every row has more fields"]),
-    ("unclosed_quote", MOVIES + '5,"Heat (1995),Action\n', None, ["movies.csv", "malformed CSV", "EOF inside string"]),
+    ("unclosed_quote", MOVIES + '5,"Heat (1995),Action\n', None, ["movies.csv", "malformed CSV", "EOF inside string starting on line 6"]),
     ("not_utf8", MOVIES.replace("Amélie", "Am\udce9lie"), None, ["movies.csv", "not UTF-8 text", "0xe9"]),
     ("non_integer_user_id", None, with_rating_rows({2: "two,3,5.0,964982224"}), ["ratings.csv", "column 'userId'", "line(s) 4 ('two')", "a whole number"]),
     ("fractional_movie_id", None, with_rating_rows({0: "1,1.5,4.0,964982703"}), ["ratings.csv", "column 'movieId'", "line(s) 2 ('1.5')"]),

@@ -118,11 +118,8 @@ def resolve_source(location: str, cache_dir: str | Path, sha256: str | None = No
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _verify_sha256(path: Path, expected: str, location: str) -> None:
@@ -189,12 +186,10 @@ def _verify_published_md5(url: str, archive: Path, opener: Opener) -> None:
         raise
     if published is None:
         raise MovieLensError(f"{url}.md5: holds no MD5 checksum.")
-    digest = hashlib.md5(usedforsecurity=False)
     with open(archive, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != published.group().decode().lower():
-        raise MovieLensError(f"{url}: MD5 is {digest.hexdigest()}, but the server publishes {published.group().decode()}; refusing the archive.")
+        actual = hashlib.file_digest(file, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+    if actual != published.group().decode().lower():
+        raise MovieLensError(f"{url}: MD5 is {actual}, but the server publishes {published.group().decode()}; refusing the archive.")
 
 
 def extract_archive(archive: Path, sources_dir: Path) -> Path:

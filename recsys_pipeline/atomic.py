@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ def atomic_target(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_temporaries(target)
     temporary = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{target.suffix}")
     try:
         yield temporary
@@ -29,6 +32,31 @@ def atomic_target(target: str | os.PathLike) -> Iterator[Path]:
         _fsync_directory(target.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def remove_abandoned_temporaries(target: Path) -> list[Path]:
+    """Delete temporary files beside `target` left by writers that were killed (their process is gone).
+
+    A live writer's file, even another run's, is kept. Process ids are only meaningful on this
+    host, so a data folder shared between machines must not have two writers at once.
+    """
+    removed = []
+    for temporary in target.parent.glob(f".{glob.escape(target.name)}.*.tmp{glob.escape(target.suffix)}"):
+        writer = re.fullmatch(rf"\.{re.escape(target.name)}\.(\d+)-[0-9a-f]{{8}}\.tmp{re.escape(target.suffix)}", temporary.name)
+        if writer is not None and not _process_alive(int(writer.group(1))):
+            temporary.unlink(missing_ok=True)
+            removed.append(temporary)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
 
 
 def write_bytes_atomically(target: str | os.PathLike, payload: bytes) -> None:

@@ -3,6 +3,7 @@
 Configured by environment variables, read when the definitions load:
 - RECSYS_MOVIELENS: a directory of MovieLens CSVs, a local .zip, or an https URL of a .zip
   (default: the GroupLens ml-latest-small zip, downloaded once into the data directory);
+- RECSYS_MOVIELENS_SHA256: the SHA-256 the .zip must have (optional; see docs/reliability.md);
 - RECSYS_DATA_DIR: where every artifact is written (default ./data);
 - RECSYS_SEED: the seed of the split, the initialisation and the shuffling (default 47005).
 """
@@ -22,7 +23,7 @@ from recsys_pipeline.splits import DEFAULT_SEED
 ARTIFACTS = "artifacts"
 
 
-def build_definitions(source: str, data_dir: str | Path, seed: int = DEFAULT_SEED) -> dg.Definitions:
+def build_definitions(source: str, data_dir: str | Path, seed: int = DEFAULT_SEED, source_sha256: str | None = None) -> dg.Definitions:
     """Definitions reading MovieLens from `source` and writing artifacts under `data_dir`."""
     data_dir = Path(data_dir).expanduser().resolve()
     if "://" not in source:
@@ -33,7 +34,7 @@ def build_definitions(source: str, data_dir: str | Path, seed: int = DEFAULT_SEE
         asset_checks=CHECKS,
         jobs=[dg.define_asset_job("recsys_pipeline", selection=dg.AssetSelection.all(), description="Every asset, from raw data to evaluation.")],
         resources={
-            "movielens_source": MovieLensSource(location=source, cache_dir=str(data_dir)),
+            "movielens_source": MovieLensSource(location=source, cache_dir=str(data_dir), sha256=source_sha256),
             "reproducibility": Reproducibility(seed=seed),
             "io_manager": ArtifactStore(base_path=artifacts, format="parquet"),
             "numpy_io_manager": ArtifactStore(base_path=artifacts, format="npy"),
@@ -47,4 +48,5 @@ defs = build_definitions(
     source=os.environ.get("RECSYS_MOVIELENS", DEFAULT_SOURCE),
     data_dir=os.environ.get("RECSYS_DATA_DIR", "data"),
     seed=int(os.environ.get("RECSYS_SEED", DEFAULT_SEED)),
+    source_sha256=os.environ.get("RECSYS_MOVIELENS_SHA256") or None,
 )

@@ -23,27 +23,63 @@ TWO_TOWER = "two_tower"
 # --- ingest ---------------------------------------------------------------------------------------
 
 
-@dg.asset(group_name="ingest", kinds={"pandas", "parquet"})
-def raw_movies(movielens_source: MovieLensSource) -> dg.MaterializeResult[pd.DataFrame]:
-    """movies.csv, typed and validated: one row per movieId with its title and pipe-separated genres."""
+RATINGS_NEEDED_NO_REPAIR = "ratings_needed_no_repair"
+
+
+@dg.multi_asset(
+    group_name="ingest",
+    outs={
+        "raw_movies": dg.AssetOut(
+            kinds={"pandas", "parquet"},
+            description="movies.csv, typed and validated: one row per movieId with its title and pipe-separated genres.",
+        ),
+        "raw_ratings": dg.AssetOut(
+            kinds={"pandas", "parquet"},
+            description="ratings.csv in file order, typed and validated: half-star ratings of movies listed in movies.csv.",
+        ),
+    },
+    check_specs=[
+        dg.AssetCheckSpec(
+            RATINGS_NEEDED_NO_REPAIR,
+            asset="raw_ratings",
+            description="Warns when duplicate ratings or ratings of unknown movies had to be dropped.",
+        )
+    ],
+)
+def raw_movielens(movielens_source: MovieLensSource):
+    """Read and validate both CSVs before writing either, so a bad source changes no artifact.
+
+    Malformed input raises MovieLensError naming the file, column and lines. Duplicate ratings and
+    ratings of unknown movies are dropped up to 1% of the ratings (and counted), beyond that refused.
+    """
     source = movielens_source.directory()
     movies = movielens.read_movies(source)
-    return dg.MaterializeResult(value=movies, metadata={**table_metadata(movies), "source": str(source)})
-
-
-@dg.asset(group_name="ingest", kinds={"pandas", "parquet"})
-def raw_ratings(movielens_source: MovieLensSource, raw_movies: pd.DataFrame) -> dg.MaterializeResult[pd.DataFrame]:
-    """ratings.csv in file order, typed and validated: half-star ratings of movies listed in movies.csv."""
-    source = movielens_source.directory()
-    ratings = movielens.read_ratings(source)
-    movielens.check_known_movies(ratings, raw_movies)
-    return dg.MaterializeResult(
+    ratings, repairs = movielens.repair_ratings(movielens.read_ratings(source), movies, source / movielens.RATINGS_FILE)
+    repair_metadata = {
+        "duplicate_ratings_dropped": repairs.duplicates_dropped,
+        "unknown_movie_ratings_dropped": repairs.unknown_movies_dropped,
+    }
+    yield dg.MaterializeResult(asset_key="raw_movies", value=movies, metadata={**table_metadata(movies), "source": str(source)})
+    yield dg.MaterializeResult(
+        asset_key="raw_ratings",
         value=ratings,
         metadata={
             **table_metadata(ratings),
             "source": str(source),
             "users": int(ratings["userId"].nunique()),
             "rated_movies": int(ratings["movieId"].nunique()),
+            **repair_metadata,
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key="raw_ratings",
+        check_name=RATINGS_NEEDED_NO_REPAIR,
+        passed=repairs.rows_dropped == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            **repair_metadata,
+            "duplicate_lines": str(list(repairs.duplicate_lines)),
+            "unknown_movie_lines": str(list(repairs.unknown_movie_lines)),
         },
     )
 

@@ -92,12 +92,16 @@ def test_accepting_the_rejected_candidate_alone_is_refused(pipeline):
     assert snapshot(pipeline["artifacts"], PROTECTED) == {name: pipeline["before"][name] for name in PROTECTED}
 
 
-def test_training_shows_its_loss_curve_and_similar_movies_show_examples(pipeline):
+def test_training_logs_each_epoch_and_shows_its_loss_curve_and_similar_movies_show_examples(pipeline):
     good = pipeline["good"]
     loss_curve = good.asset_materializations_for_node("trained_model")[0].metadata["loss_curve"].value
     prefix = "data:image/png;base64,"
     png = base64.b64decode(loss_curve[loss_curve.index(prefix) + len(prefix) : loss_curve.rindex(")")])
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5_000
+
+    epochs_run = good.asset_materializations_for_node("trained_model")[0].metadata["epochs_run"].value
+    epoch_lines = [entry.user_message for entry in pipeline["instance"].all_logs(good.run_id) if entry.user_message.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epoch_lines] == [f"epoch {n}/{GOOD_TRAINING['epochs']}" for n in range(1, epochs_run + 1)]
 
     examples = good.asset_materializations_for_node("similar_movies")[0].metadata["examples"].value.splitlines()
     assert len(examples) == 5  # no well-known title in synthetic data: the five most-rated movies

@@ -266,7 +266,10 @@ def accepted_model(context: dg.AssetExecutionContext, model_gate: ModelGate, tra
     model fails them, this asset and everything downstream keep the previous model's artifacts."""
     candidate = context.instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
     if candidate is None:
-        raise dg.Failure(f"No materialization of trained_model in this Dagster instance ({context.instance.root_directory or 'ephemeral'}): materialize trained_model first.")
+        raise dg.Failure(
+            "No materialization of trained_model in this Dagster instance: materialize trained_model first "
+            "(and set DAGSTER_HOME so that runs share their history)."
+        )
     val_rmse = float(candidate.asset_materialization.metadata["val_rmse"].value)
     previous = model_gate.accepted()
     # The blocking check stops this step inside a run; this guards a materialization of this asset alone.

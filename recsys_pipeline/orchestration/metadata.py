@@ -28,11 +28,13 @@ def line_chart(series: dict[str, list[float]], title: str, x_label: str, y_label
 
     matplotlib.use("Agg")  # no display: render straight to a PNG buffer
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
     for name, values in series.items():
         axes.plot(range(1, len(values) + 1), values, marker="o", label=name)
     axes.set(title=title, xlabel=x_label, ylabel=y_label)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axes.legend()
     axes.grid(alpha=0.3)
     buffer = io.BytesIO()

@@ -16,6 +16,7 @@ import pytest
 from recsys_pipeline.definitions import build_definitions, definitions_from_environment
 from recsys_pipeline.movielens import MOVIES_FILE, RATINGS_FILE
 from recsys_pipeline.orchestration.automation import SOURCE_SHA256_TAG, source_data_changed
+from recsys_pipeline.orchestration.checks import REGRESSION_GATE
 from recsys_pipeline.orchestration.resources import MovieLensSource
 
 RETRAIN_JOB = "recsys_pipeline"
@@ -149,11 +150,12 @@ def test_every_asset_has_a_code_version_and_training_has_a_pool(defs):
     assert defs.resolve_assets_def("trained_model").op.pool == "training"
 
 
-def _report_materialization(instance, defs, name, checks_passed=True):
+def _report_materialization(instance, defs, name, failed_checks=frozenset()):
+    """Record that `name` was materialized and its checks ran, all passing but `failed_checks`."""
     instance.report_runless_asset_event(dg.AssetMaterialization(name))
     for check_key in defs.resolve_asset_graph().asset_check_keys:
         if check_key.asset_key == dg.AssetKey(name):
-            passed = checks_passed if isinstance(checks_passed, bool) else check_key.name not in checks_passed
+            passed = check_key.name not in failed_checks
             instance.report_runless_asset_event(dg.AssetCheckEvaluation(asset_key=check_key.asset_key, check_name=check_key.name, passed=passed))
 
 
@@ -181,7 +183,7 @@ def test_new_raw_data_flows_to_the_model_and_stops_at_a_failed_gate(defs):
         # That run rebuilt the features and the candidate, whose regression gate failed.
         for name in ("rating_splits", "movie_features", "user_genre_averages", "fitted_scalers"):
             _report_materialization(instance, defs, name)
-        _report_materialization(instance, defs, "trained_model", checks_passed={"no_regression_against_accepted_model"})
+        _report_materialization(instance, defs, "trained_model", failed_checks={REGRESSION_GATE})
         after_failed_gate = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=meanwhile.cursor)
         # New features alone do not rebuild the previous model's embeddings or similarity tables.
         assert _requested(after_failed_gate) & MODEL_SIDE == set()

@@ -32,11 +32,11 @@ ARTIFACT_FILES = {
     "user_genre_averages": "user_genre_averages.parquet",
     "rating_splits": "rating_splits.parquet",
     "fitted_scalers": "fitted_scalers.json",
-    "trained_model": "trained_model.keras",
+    "accepted_model": "accepted_model.keras",
     "movie_embeddings": "movie_embeddings.npy",
 }
 # What movie_embeddings is computed from: a newer input means the embeddings are stale.
-EMBEDDING_INPUTS = ("trained_model", "movie_features", "fitted_scalers")
+EMBEDDING_INPUTS = ("accepted_model", "movie_features", "fitted_scalers")
 DEFAULT_K = 10
 
 
@@ -99,7 +99,7 @@ class Artifacts:
     def model(self):
         from recsys_pipeline import two_tower  # TensorFlow, only for the commands that embed
 
-        return self._read("trained_model", lambda path: two_tower.load_model(str(path)))
+        return self._read("accepted_model", lambda path: two_tower.load_model(str(path)))
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def similar(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.Dat
 def recommend_movies(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.DataFrame]:
     for_user = args.user is not None
     artifacts.require(
-        ["movie_features", "movie_embeddings", "fitted_scalers", "trained_model", *(["user_genre_averages", "rating_splits"] if for_user else [])]
+        ["movie_features", "movie_embeddings", "fitted_scalers", "accepted_model", *(["user_genre_averages", "rating_splits"] if for_user else [])]
     )
     movie_features = artifacts.table("movie_features")
     scalers = artifacts.scalers()

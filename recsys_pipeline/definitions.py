@@ -5,25 +5,49 @@ Configured by environment variables, read when the definitions load:
   (default: the GroupLens ml-latest-small zip, downloaded once into the data directory);
 - RECSYS_MOVIELENS_SHA256: the SHA-256 the .zip must have (optional; see docs/reliability.md);
 - RECSYS_DATA_DIR: where every artifact is written (default ./data);
-- RECSYS_SEED: the seed of the split, the initialisation and the shuffling (default 47005).
+- RECSYS_SEED: the seed of the split, the initialisation and the shuffling (default 47005);
+- RECSYS_RETRAIN_CRON / RECSYS_RETRAIN_TIMEZONE: when the retraining schedule runs
+  (default "0 3 * * 1", Mondays 03:00, in UTC);
+- RECSYS_RMSE_TOLERANCE: how many stars of validation RMSE a retrained model may lose against the
+  accepted one before the regression gate keeps the accepted one (default 0.01).
 """
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
 
 from recsys_pipeline.movielens import DEFAULT_SOURCE
 from recsys_pipeline.orchestration import assets
+from recsys_pipeline.orchestration.automation import (
+    AUTOMATION_SENSOR,
+    DEFAULT_RETRAIN_CRON,
+    DEFAULT_RETRAIN_TIMEZONE,
+    RETRAIN_JOB,
+    retraining_schedule,
+    source_data_changed,
+)
 from recsys_pipeline.orchestration.checks import CHECKS
 from recsys_pipeline.orchestration.io_managers import ArtifactStore
-from recsys_pipeline.orchestration.resources import MovieLensSource, Reproducibility
+from recsys_pipeline.orchestration.resources import ModelGate, MovieLensSource, Reproducibility
 from recsys_pipeline.splits import DEFAULT_SEED
 
 ARTIFACTS = "artifacts"
+# Beside the artifacts, so the gate remembers the accepted model whatever Dagster instance runs it.
+ACCEPTED_MODEL_RECORD = "accepted_model.record.json"
+DEFAULT_RMSE_TOLERANCE = 0.01
 
 
-def build_definitions(source: str, data_dir: str | Path, seed: int = DEFAULT_SEED, source_sha256: str | None = None) -> dg.Definitions:
+def build_definitions(
+    source: str,
+    data_dir: str | Path,
+    seed: int = DEFAULT_SEED,
+    source_sha256: str | None = None,
+    retrain_cron: str = DEFAULT_RETRAIN_CRON,
+    retrain_timezone: str = DEFAULT_RETRAIN_TIMEZONE,
+    rmse_tolerance: float = DEFAULT_RMSE_TOLERANCE,
+) -> dg.Definitions:
     """Definitions reading MovieLens from `source` and writing artifacts under `data_dir`."""
     data_dir = Path(data_dir).expanduser().resolve()
     if "://" not in source:
@@ -32,10 +56,13 @@ def build_definitions(source: str, data_dir: str | Path, seed: int = DEFAULT_SEE
     return dg.Definitions(
         assets=dg.load_assets_from_modules([assets]),
         asset_checks=CHECKS,
-        jobs=[dg.define_asset_job("recsys_pipeline", selection=dg.AssetSelection.all(), description="Every asset, from raw data to evaluation.")],
+        jobs=[RETRAIN_JOB],
+        schedules=[retraining_schedule(retrain_cron, retrain_timezone)],
+        sensors=[source_data_changed, AUTOMATION_SENSOR],
         resources={
             "movielens_source": MovieLensSource(location=source, cache_dir=str(data_dir), sha256=source_sha256),
             "reproducibility": Reproducibility(seed=seed),
+            "model_gate": ModelGate(record_path=str(data_dir / ARTIFACTS / ACCEPTED_MODEL_RECORD), rmse_tolerance=rmse_tolerance),
             "io_manager": ArtifactStore(base_path=artifacts, format="parquet"),
             "numpy_io_manager": ArtifactStore(base_path=artifacts, format="npy"),
             "json_io_manager": ArtifactStore(base_path=artifacts, format="json"),
@@ -44,9 +71,17 @@ def build_definitions(source: str, data_dir: str | Path, seed: int = DEFAULT_SEE
     )
 
 
-defs = build_definitions(
-    source=os.environ.get("RECSYS_MOVIELENS", DEFAULT_SOURCE),
-    data_dir=os.environ.get("RECSYS_DATA_DIR", "data"),
-    seed=int(os.environ.get("RECSYS_SEED", DEFAULT_SEED)),
-    source_sha256=os.environ.get("RECSYS_MOVIELENS_SHA256") or None,
-)
+def definitions_from_environment(environ: Mapping[str, str]) -> dg.Definitions:
+    """The code location as configured by the RECSYS_* variables in `environ`."""
+    return build_definitions(
+        source=environ.get("RECSYS_MOVIELENS", DEFAULT_SOURCE),
+        data_dir=environ.get("RECSYS_DATA_DIR", "data"),
+        seed=int(environ.get("RECSYS_SEED", DEFAULT_SEED)),
+        source_sha256=environ.get("RECSYS_MOVIELENS_SHA256") or None,
+        retrain_cron=environ.get("RECSYS_RETRAIN_CRON", DEFAULT_RETRAIN_CRON),
+        retrain_timezone=environ.get("RECSYS_RETRAIN_TIMEZONE", DEFAULT_RETRAIN_TIMEZONE),
+        rmse_tolerance=float(environ.get("RECSYS_RMSE_TOLERANCE", DEFAULT_RMSE_TOLERANCE)),
+    )
+
+
+defs = definitions_from_environment(os.environ)

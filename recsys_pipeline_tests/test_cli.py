@@ -132,7 +132,7 @@ def model_stars(data_dir: Path, user_row: pd.DataFrame, movie_rows: pd.DataFrame
     from recsys_pipeline import two_tower
 
     scalers = FittedScalers.from_dict(json.loads(artifact(data_dir, "fitted_scalers").read_text()))
-    model = two_tower.load_model(str(artifact(data_dir, "trained_model")))
+    model = two_tower.load_model(str(artifact(data_dir, "accepted_model")))
     users = np.repeat(scalers.user.transform(user_row), len(movie_rows), axis=0)
     scaled = model.predict({two_tower.USER_INPUT: users, two_tower.MOVIE_INPUT: scalers.movie.transform(movie_rows)}, verbose=0)
     return scalers.target.to_stars(scaled.ravel())
@@ -225,11 +225,11 @@ def test_a_missing_artifact_is_named_with_the_command_that_builds_it(capsys, dat
 
 def test_embeddings_older_than_the_model_are_refused_as_stale(capsys, data_dir, movie_features, tmp_path):
     copy_artifacts(data_dir, tmp_path)
-    model = artifact(tmp_path, "trained_model")
+    model = artifact(tmp_path, "accepted_model")
     later = artifact(tmp_path, "movie_embeddings").stat().st_mtime + 60
     os.utime(model, (later, later))
     status, _, err = recsys(capsys, "similar", str(movie_features["movieId"].iloc[0]), "--data-dir", str(tmp_path))
-    assert status == 1 and "movie_embeddings is older than trained_model" in err and "--select 'movie_embeddings'" in err
+    assert status == 1 and "movie_embeddings is older than accepted_model" in err and "--select 'movie_embeddings'" in err
 
 
 def test_embeddings_of_another_movie_table_are_refused(capsys, data_dir, movie_features, tmp_path):

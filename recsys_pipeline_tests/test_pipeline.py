@@ -13,7 +13,7 @@ from recsys_pipeline.definitions import build_definitions
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 ARTIFACTS = {
     "raw_movies.parquet", "raw_ratings.parquet", "rating_splits.parquet", "movie_features.parquet",
-    "user_genre_averages.parquet", "fitted_scalers.json", "trained_model.keras", "movie_embeddings.npy",
+    "user_genre_averages.parquet", "fitted_scalers.json", "trained_model.keras", "accepted_model.keras", "movie_embeddings.npy",
     "embedding_distance_matrix.npy", "similar_movies.parquet", "model_evaluation.parquet",
 }
 UPSTREAM_OF_MODEL = ["raw_movies.parquet", "raw_ratings.parquet", "rating_splits.parquet", "movie_features.parquet", "user_genre_averages.parquet", "fitted_scalers.json"]

@@ -1,10 +1,12 @@
 """The asset graph, one step of the story per asset: ingest, features, model, similarity, evaluation.
 
 Each body calls the pure domain modules; TensorFlow is imported only inside the steps that train
-or embed, so loading these definitions stays fast.
+or embed, so loading these definitions stays fast. Bump an asset's `code_version` when a change alters
+what it computes: the UI then marks it and everything downstream as stale.
 """
 
 import time
+from datetime import datetime, timezone
 
 import dagster as dg
 import numpy as np
@@ -12,12 +14,23 @@ import pandas as pd
 
 from recsys_pipeline import evaluation, features, movielens, similarity, splits
 from recsys_pipeline.model_inputs import predict_scaled, rating_rows, scaled_inputs
-from recsys_pipeline.orchestration.metadata import table_metadata
-from recsys_pipeline.orchestration.resources import MovieLensSource, Reproducibility
+from recsys_pipeline.orchestration.automation import ON_ACCEPTED_MODEL_UPDATE, ON_UPSTREAM_UPDATE
+from recsys_pipeline.orchestration.checks import REGRESSION_GATE, regression_gate_result
+from recsys_pipeline.orchestration.metadata import line_chart, table_metadata
+from recsys_pipeline.orchestration.resources import ModelGate, MovieLensSource, Reproducibility
 from recsys_pipeline.scaling import FittedScalers, fit_scalers
 
 NEIGHBOURS = 10
 TWO_TOWER = "two_tower"
+# Shown with their nearest movies in similar_movies' metadata when the catalogue has them.
+WELL_KNOWN_TITLES = (
+    "Toy Story (1995)",
+    "Matrix, The (1999)",
+    "Pulp Fiction (1994)",
+    "Forrest Gump (1994)",
+    "Star Wars: Episode IV - A New Hope (1977)",
+)
+EXAMPLE_NEIGHBOURS = 5
 
 
 # --- ingest ---------------------------------------------------------------------------------------
@@ -31,10 +44,12 @@ RATINGS_NEEDED_NO_REPAIR = "ratings_needed_no_repair"
     outs={
         "raw_movies": dg.AssetOut(
             kinds={"pandas", "parquet"},
+            code_version="1",
             description="movies.csv, typed and validated: one row per movieId with its title and pipe-separated genres.",
         ),
         "raw_ratings": dg.AssetOut(
             kinds={"pandas", "parquet"},
+            code_version="1",
             description="ratings.csv in file order, typed and validated: half-star ratings of movies listed in movies.csv.",
         ),
     },
@@ -98,6 +113,8 @@ class SplitConfig(dg.Config):
 @dg.asset(
     group_name="features",
     kinds={"pandas", "parquet"},
+    code_version="1",
+    automation_condition=ON_UPSTREAM_UPDATE,
     check_specs=[dg.AssetCheckSpec("partition_of_ratings", asset="rating_splits", blocking=True)],
 )
 def rating_splits(config: SplitConfig, reproducibility: Reproducibility, raw_ratings: pd.DataFrame):
@@ -123,7 +140,7 @@ def rating_splits(config: SplitConfig, reproducibility: Reproducibility, raw_rat
     )
 
 
-@dg.asset(group_name="features", kinds={"pandas", "parquet"})
+@dg.asset(group_name="features", kinds={"pandas", "parquet"}, code_version="1", automation_condition=ON_UPSTREAM_UPDATE)
 def movie_features(raw_movies: pd.DataFrame, rating_splits: pd.DataFrame) -> dg.MaterializeResult[pd.DataFrame]:
     """One row per movie: release year (imputed and flagged where the title has none), one-hot genres,
     and average rating and rating count from training ratings only."""
@@ -139,7 +156,7 @@ def movie_features(raw_movies: pd.DataFrame, rating_splits: pd.DataFrame) -> dg.
     )
 
 
-@dg.asset(group_name="features", kinds={"pandas", "parquet"})
+@dg.asset(group_name="features", kinds={"pandas", "parquet"}, code_version="1", automation_condition=ON_UPSTREAM_UPDATE)
 def user_genre_averages(rating_splits: pd.DataFrame, movie_features: pd.DataFrame) -> dg.MaterializeResult[pd.DataFrame]:
     """One row per user: average training rating overall and per genre (the user's own average
     where they rated no movie of a genre)."""
@@ -154,7 +171,9 @@ def user_genre_averages(rating_splits: pd.DataFrame, movie_features: pd.DataFram
     )
 
 
-@dg.asset(group_name="features", kinds={"json"}, io_manager_key="json_io_manager")
+@dg.asset(
+    group_name="features", kinds={"json"}, io_manager_key="json_io_manager", code_version="1", automation_condition=ON_UPSTREAM_UPDATE
+)
 def fitted_scalers(rating_splits: pd.DataFrame, user_genre_averages: pd.DataFrame, movie_features: pd.DataFrame) -> dg.MaterializeResult[dict]:
     """Standardisation of the user and movie inputs and min-max scaling of ratings to [-1, 1],
     fitted on training ratings only and stored as plain JSON parameters."""
@@ -191,19 +210,27 @@ class TrainingConfig(dg.Config):
     group_name="model",
     kinds={"keras", "tensorflow"},
     io_manager_key="keras_io_manager",
-    check_specs=[dg.AssetCheckSpec("beats_global_mean_on_validation", asset="trained_model", blocking=True)],
+    code_version="1",
+    automation_condition=ON_UPSTREAM_UPDATE,
+    pool="training",  # one training at a time where the instance limits pools (see dagster.yaml)
+    check_specs=[
+        dg.AssetCheckSpec("beats_global_mean_on_validation", asset="trained_model", blocking=True),
+        dg.AssetCheckSpec(REGRESSION_GATE, asset="trained_model", blocking=True),
+    ],
 )
 def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
     reproducibility: Reproducibility,
+    model_gate: ModelGate,
     rating_splits: pd.DataFrame,
     user_genre_averages: pd.DataFrame,
     movie_features: pd.DataFrame,
     fitted_scalers: dict,
 ):
-    """The notebook's two-tower network (Dense 256-128-32 per tower, unit-normalised, dot product),
-    trained on training ratings with early stopping on validation loss."""
+    """The candidate model: the notebook's two-tower network (Dense 256-128-32 per tower,
+    unit-normalised, dot product), trained on training ratings with early stopping on validation
+    loss. It becomes accepted_model only if its blocking checks pass."""
     from recsys_pipeline import two_tower
 
     scalers = FittedScalers.from_dict(fitted_scalers)
@@ -249,31 +276,79 @@ def trained_model(
             "best_val_loss": float(min(history["val_loss"])),
             "training_seconds": training_seconds,
             "parameters": int(model.count_params()),
+            "loss_curve": line_chart(
+                {"training": history["loss"], "validation": history["val_loss"]}, "Loss per epoch", "epoch", "MSE on the [-1, 1] scale"
+            ),
         },
         check_results=[
             dg.AssetCheckResult(
                 check_name="beats_global_mean_on_validation",
                 passed=bool(val_rmse < global_mean_rmse),
                 metadata={"val_rmse": val_rmse, "global_mean_val_rmse": global_mean_rmse},
-            )
+            ),
+            regression_gate_result(val_rmse, model_gate.accepted(), model_gate.rmse_tolerance),
         ],
     )
 
 
-@dg.asset(group_name="model", kinds={"numpy"}, io_manager_key="numpy_io_manager")
-def movie_embeddings(trained_model, movie_features: pd.DataFrame, fitted_scalers: dict) -> dg.MaterializeResult[np.ndarray]:
+@dg.asset(
+    group_name="model",
+    kinds={"keras", "tensorflow"},
+    io_manager_key="keras_io_manager",
+    code_version="1",
+    automation_condition=ON_UPSTREAM_UPDATE,
+)
+def accepted_model(context: dg.AssetExecutionContext, model_gate: ModelGate, trained_model):
+    """The model that embeddings, similarity, evaluation and recommendations use: the latest
+    trained_model that passed its blocking checks, the regression gate among them. When a retrained
+    model fails them, this asset and everything downstream keep the previous model's artifacts."""
+    candidate = context.instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
+    if candidate is None:
+        raise dg.Failure(
+            "No materialization of trained_model in this Dagster instance: materialize trained_model first "
+            "(and set DAGSTER_HOME so that runs share their history)."
+        )
+    val_rmse = float(candidate.asset_materialization.metadata["val_rmse"].value)
+    previous = model_gate.accepted()
+    # The blocking check stops this step inside a run; this guards a materialization of this asset alone.
+    gate = regression_gate_result(val_rmse, previous, model_gate.rmse_tolerance)
+    if not gate.passed:
+        raise dg.Failure(f"trained_model from run {candidate.run_id} fails the regression gate: {gate.description}", metadata=gate.metadata)
+    model_gate.record_acceptance(
+        {"val_rmse": val_rmse, "run_id": candidate.run_id, "accepted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    )
+    return dg.MaterializeResult(
+        value=trained_model,
+        metadata={
+            "val_rmse": val_rmse,
+            **({"previous_val_rmse": float(previous["val_rmse"])} if previous else {}),
+            "trained_in_run": candidate.run_id,
+        },
+    )
+
+
+@dg.asset(
+    group_name="model", kinds={"numpy"}, io_manager_key="numpy_io_manager", code_version="1", automation_condition=ON_ACCEPTED_MODEL_UPDATE
+)
+def movie_embeddings(accepted_model, movie_features: pd.DataFrame, fitted_scalers: dict) -> dg.MaterializeResult[np.ndarray]:
     """The unit-length embedding of every movie from the movie tower; row i is movie_features row i."""
     from recsys_pipeline import two_tower
 
     scalers = FittedScalers.from_dict(fitted_scalers)
-    embeddings = two_tower.embed(trained_model, two_tower.MOVIE_TOWER, scalers.movie.transform(movie_features))
+    embeddings = two_tower.embed(accepted_model, two_tower.MOVIE_TOWER, scalers.movie.transform(movie_features))
     return dg.MaterializeResult(value=embeddings, metadata={"movies": embeddings.shape[0], "dimensions": embeddings.shape[1]})
 
 
 # --- similarity -----------------------------------------------------------------------------------
 
 
-@dg.asset(group_name="similarity", kinds={"numpy"}, io_manager_key="numpy_io_manager")
+@dg.asset(
+    group_name="similarity",
+    kinds={"numpy"},
+    io_manager_key="numpy_io_manager",
+    code_version="1",
+    automation_condition=ON_ACCEPTED_MODEL_UPDATE,
+)
 def embedding_distance_matrix(movie_embeddings: np.ndarray) -> dg.MaterializeResult[np.ndarray]:
     """Squared Euclidean distances between all movie embeddings (float32, rows and columns in
     movie_features order), from blocked matrix products rather than a Python double loop."""
@@ -281,32 +356,43 @@ def embedding_distance_matrix(movie_embeddings: np.ndarray) -> dg.MaterializeRes
     return dg.MaterializeResult(value=matrix, metadata={"shape": str(matrix.shape), "megabytes": round(matrix.nbytes / 1e6, 1)})
 
 
-@dg.asset(group_name="similarity", kinds={"pandas", "parquet"})
+@dg.asset(group_name="similarity", kinds={"pandas", "parquet"}, code_version="1", automation_condition=ON_ACCEPTED_MODEL_UPDATE)
 def similar_movies(movie_embeddings: np.ndarray, movie_features: pd.DataFrame) -> dg.MaterializeResult[pd.DataFrame]:
     """For every movie, its 10 nearest other movies by embedding distance, with rank and distance.
 
     Found by exact blocked search over the embeddings, the same distances as the distance matrix."""
     neighbours, distances = similarity.nearest_neighbours(np.asarray(movie_embeddings), NEIGHBOURS)
     table = similarity.similar_movies_table(movie_features, neighbours, distances)
-    return dg.MaterializeResult(value=table, metadata=table_metadata(table))
+    return dg.MaterializeResult(value=table, metadata={**table_metadata(table), "examples": _example_neighbours(table, movie_features)})
+
+
+def _example_neighbours(table: pd.DataFrame, movie_features: pd.DataFrame) -> dg.MetadataValue:
+    """The nearest movies of a few well-known titles, or of the most-rated movies when none is present."""
+    titles = set(movie_features["title"])
+    examples = [title for title in WELL_KNOWN_TITLES if title in titles]
+    if not examples:
+        examples = movie_features.nlargest(len(WELL_KNOWN_TITLES), "rating_count", keep="first")["title"].tolist()
+    nearest = table[table["rank"] <= EXAMPLE_NEIGHBOURS]
+    lines = [f"- **{title}**: {'; '.join(nearest.loc[nearest['title'] == title, 'similar_title'])}" for title in examples]
+    return dg.MetadataValue.md("\n".join(lines))
 
 
 # --- evaluation -----------------------------------------------------------------------------------
 
 
-@dg.asset(group_name="evaluation", kinds={"pandas", "parquet"})
+@dg.asset(group_name="evaluation", kinds={"pandas", "parquet"}, code_version="1", automation_condition=ON_ACCEPTED_MODEL_UPDATE)
 def model_evaluation(
-    trained_model, rating_splits: pd.DataFrame, user_genre_averages: pd.DataFrame, movie_features: pd.DataFrame, fitted_scalers: dict
+    accepted_model, rating_splits: pd.DataFrame, user_genre_averages: pd.DataFrame, movie_features: pd.DataFrame, fitted_scalers: dict
 ) -> dg.MaterializeResult[pd.DataFrame]:
-    """Validation and test error of the model in stars (and MSE on the [-1, 1] scale), beside a
+    """Validation and test error of the accepted model in stars (and MSE on the [-1, 1] scale), beside a
     global-mean and a user+item bias baseline fitted on the same training ratings."""
     from recsys_pipeline import two_tower
 
     scalers = FittedScalers.from_dict(fitted_scalers)
     inputs = scaled_inputs(user_genre_averages, movie_features, scalers)
     train = splits.training_rows(rating_splits)
-    user_embeddings = two_tower.embed(trained_model, two_tower.USER_TOWER, inputs.user_matrix)
-    movie_embeddings = two_tower.embed(trained_model, two_tower.MOVIE_TOWER, inputs.movie_matrix)
+    user_embeddings = two_tower.embed(accepted_model, two_tower.USER_TOWER, inputs.user_matrix)
+    movie_embeddings = two_tower.embed(accepted_model, two_tower.MOVIE_TOWER, inputs.movie_matrix)
     held_out = rating_splits[rating_splits["split"] != "train"]
     model_stars = scalers.target.to_stars(predict_scaled(user_embeddings, movie_embeddings, rating_rows(held_out, inputs, scalers)))
     bias = evaluation.fit_bias_baseline(train)

@@ -31,6 +31,35 @@ def _finite_result(table: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
+REGRESSION_GATE = "no_regression_against_accepted_model"
+
+
+def regression_gate_result(val_rmse: float, accepted: dict | None, tolerance: float) -> dg.AssetCheckResult:
+    """Pass when no model was accepted yet, or when `val_rmse` is at most `tolerance` stars worse
+    than the accepted model's. Blocking: a failure keeps the accepted model and everything
+    downstream of it as they were."""
+    if accepted is None:
+        return dg.AssetCheckResult(
+            check_name=REGRESSION_GATE,
+            passed=True,
+            description="No model accepted yet: the first model is accepted.",
+            metadata={"val_rmse": val_rmse, "tolerance": tolerance},
+        )
+    accepted_rmse = float(accepted["val_rmse"])
+    return dg.AssetCheckResult(
+        check_name=REGRESSION_GATE,
+        passed=bool(val_rmse <= accepted_rmse + tolerance),
+        description=f"Validation RMSE may exceed the accepted model's ({accepted_rmse:.4f}) by at most {tolerance} stars.",
+        metadata={
+            "val_rmse": val_rmse,
+            "accepted_val_rmse": accepted_rmse,
+            "regression": val_rmse - accepted_rmse,
+            "tolerance": tolerance,
+            "accepted_in_run": str(accepted.get("run_id", "unknown")),
+        },
+    )
+
+
 @dg.asset_check(asset="raw_ratings", blocking=True)
 def ratings_on_half_star_scale(raw_ratings: pd.DataFrame) -> dg.AssetCheckResult:
     """Every rating is a half star from 0.5 to 5."""

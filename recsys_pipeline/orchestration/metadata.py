@@ -1,6 +1,7 @@
 """Materialization metadata a person wants to see in the UI without opening a file."""
 
-
+import base64
+import io
 from typing import Any
 
 import dagster as dg
@@ -19,3 +20,24 @@ def table_metadata(table: pd.DataFrame, preview_columns: list[str] | None = None
         ),
         "preview": dg.MetadataValue.md(preview.head(PREVIEW_ROWS).to_markdown(index=False)),
     }
+
+
+def line_chart(series: dict[str, list[float]], title: str, x_label: str, y_label: str) -> dg.MetadataValue:
+    """A PNG line chart embedded in markdown, so the UI shows it without opening any file."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: render straight to a PNG buffer
+    from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for name, values in series.items():
+        axes.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    axes.set(title=title, xlabel=x_label, ylabel=y_label)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes.legend()
+    axes.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(figure)
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')})")

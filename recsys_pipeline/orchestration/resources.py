@@ -1,10 +1,12 @@
-"""Resources: where the data comes from, and the one seed every random step derives from."""
+"""Resources: where the data comes from, the one seed every random step derives from, and the
+regression gate's record of the last accepted model."""
 
-
+import json
 from pathlib import Path
 
 import dagster as dg
 
+from recsys_pipeline.atomic import write_json_atomically
 from recsys_pipeline.movielens import DEFAULT_SOURCE, resolve_source
 from recsys_pipeline.splits import DEFAULT_SEED
 
@@ -27,3 +29,20 @@ class Reproducibility(dg.ConfigurableResource):
     """One seed drives the split, the network's initialisation and the shuffling of batches."""
 
     seed: int = DEFAULT_SEED
+
+
+class ModelGate(dg.ConfigurableResource):
+    """The regression gate's memory: the validation RMSE of the last accepted model, kept in a JSON
+    file beside the artifacts (not only in the Dagster instance, which a CLI run without
+    DAGSTER_HOME throws away), and how much worse in stars a retrained model may be."""
+
+    record_path: str
+    rmse_tolerance: float = 0.01
+
+    def accepted(self) -> dict | None:
+        """The last acceptance record, or None before any model was accepted."""
+        path = Path(self.record_path)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def record_acceptance(self, record: dict) -> None:
+        write_json_atomically(self.record_path, record)

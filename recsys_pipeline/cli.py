@@ -116,24 +116,23 @@ def similar(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.Dat
 
 def recommend_movies(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.DataFrame]:
     for_user = args.user is not None
-    artifacts.require(
-        ["movie_features", "movie_embeddings", "fitted_scalers", "accepted_model", *(["user_genre_averages", "rating_splits"] if for_user else [])]
-    )
+    artifacts.require(["movie_features", "fitted_scalers", "accepted_model", *(["user_genre_averages", "rating_splits"] if for_user else [])])
     movie_features = artifacts.table("movie_features")
     scalers = artifacts.scalers()
+    user_row_number = None  # a new user has no learned ID: the model scores them by content alone
     if for_user:
-        user_row = recommend.user_features(artifacts.table("user_genre_averages"), args.user)
+        user_table = artifacts.table("user_genre_averages")
+        user_row = recommend.user_features(user_table, args.user)
+        user_row_number = int(np.flatnonzero(user_table["userId"].to_numpy() == args.user)[0]) if user_row["rating_count"].iloc[0] > 0 else None
         rated = recommend.rated_movie_ids(artifacts.table("rating_splits", columns=["userId", "movieId"]), args.user)
         who = f"user {args.user}, leaving out the {len(rated)} movies they rated"
     else:
         user_row = recommend.genre_profile_features(args.genres, movie_features, scalers.target)
         rated = []
         who = "a new user rating " + ", ".join(f"{genre}={stars:g}" for genre, stars in args.genres)
-    embeddings = artifacts.movie_embeddings(movie_features)
     from recsys_pipeline import two_tower  # TensorFlow, imported only once the question is known to be answerable
 
-    user_embedding = two_tower.embed(artifacts.model(), two_tower.USER_TOWER, scalers.user.transform(user_row))
-    stars = recommend.predicted_stars(user_embedding[0], embeddings, scalers.target)
+    stars = recommend.predicted_stars(two_tower.user_scorer(artifacts.model(), scalers, user_row, user_row_number, movie_features), scalers.target)
     listing = recommend.top_predictions(movie_features, stars, args.k, rated, args.min_ratings)
     among = f", among movies with at least {args.min_ratings} training ratings" if args.min_ratings else ""
     return f"The {len(listing)} highest predicted ratings for {who}{among}:", listing

@@ -10,6 +10,15 @@ import pandas as pd
 NO_GENRES = "(no genres listed)"
 GENRE_PREFIX = "genre_"
 USER_GENRE_PREFIX = "avg_rating_"
+USER_SHARE_PREFIX = "share_"
+USER_PREFERENCE_PREFIX = "preference_"
+# Pseudo-ratings at the prior that shrink a mean over few ratings towards it: (sum + k·prior) / (n + k).
+SHRINKAGE = 5.0
+# Columns computed from rating values ("target statistics"). A training rating must not see its own
+# value through them, so training reads them out of fold (see out_of_fold_tables); counts and shares
+# only say what was rated and come from every training rating.
+MOVIE_TARGET_COLUMNS = ["average_rating", "shrunk_mean", "rating_std"]
+USER_TARGET_COLUMNS = ["average_rating", "shrunk_mean", "rating_std"]
 # A year at the end of the title, e.g. "Heat (1995)" or a series' "(2006–2007)", whose first year counts.
 YEAR_PATTERN = r"\((\d{4})(?:\s*[-–]\s*\d{4})?\)\s*$"
 
@@ -48,8 +57,10 @@ def build_movie_features(movies: pd.DataFrame, train_ratings: pd.DataFrame) -> p
     """
     movies = movies.sort_values("movieId", ignore_index=True)
     year = parse_release_year(movies["title"])
-    stats = train_ratings.groupby("movieId")["rating"].agg(["mean", "count"])
+    stats = train_ratings.groupby("movieId")["rating"].agg(["mean", "count", "sum", "std"])
     global_mean = float(train_ratings["rating"].mean())
+    count = stats["count"].reindex(movies["movieId"]).fillna(0).to_numpy()
+    total = stats["sum"].reindex(movies["movieId"]).fillna(0.0).to_numpy()
     features = pd.DataFrame(
         {
             "movieId": movies["movieId"].to_numpy(),
@@ -58,24 +69,48 @@ def build_movie_features(movies: pd.DataFrame, train_ratings: pd.DataFrame) -> p
             "year": year.fillna(year.median() if year.notna().any() else 0.0).to_numpy(),
             "year_imputed": year.isna().to_numpy(),
             "average_rating": stats["mean"].reindex(movies["movieId"]).fillna(global_mean).to_numpy(),
-            "rating_count": stats["count"].reindex(movies["movieId"]).fillna(0).astype("int64").to_numpy(),
+            "rating_count": count.astype("int64"),
+            "log_rating_count": np.log1p(count),
+            "shrunk_mean": (total + SHRINKAGE * global_mean) / (count + SHRINKAGE),
+            # Population std (0 below two ratings): how divisive the movie is.
+            "rating_std": _population_std(stats["std"].reindex(movies["movieId"]).fillna(0.0).to_numpy(), count),
         }
     )
     return pd.concat([features, one_hot_genres(movies["genres"], genre_vocabulary(movies["genres"]))], axis=1)
 
 
-def movie_input_columns(movie_features: pd.DataFrame) -> list[str]:
+def _population_std(sample_std: np.ndarray, count: np.ndarray) -> np.ndarray:
+    return np.where(count > 1, sample_std * np.sqrt(np.maximum(count - 1, 0) / np.maximum(count, 1)), 0.0)
+
+
+def notebook_movie_input_columns(movie_features: pd.DataFrame) -> list[str]:
     """The notebook's movie-tower inputs: year, average rating and the one-hot genres."""
     return ["year", "average_rating", *genre_columns(movie_features)]
 
 
-def user_input_columns(user_features: pd.DataFrame) -> list[str]:
+def notebook_user_input_columns(user_features: pd.DataFrame) -> list[str]:
     """The notebook's user-tower inputs: the user's average rating per genre."""
     return user_genre_columns(user_features)
 
 
+def movie_input_columns(movie_features: pd.DataFrame) -> list[str]:
+    """Movie-tower inputs: year, genres, how often the movie is rated, its shrunk mean and spread."""
+    return ["year", *genre_columns(movie_features), "log_rating_count", "shrunk_mean", "rating_std"]
+
+
+def user_input_columns(user_features: pd.DataFrame) -> list[str]:
+    """User-tower inputs: activity, genre shares, shrunk genre preferences, shrunk mean and spread."""
+    preferences = [c for c in user_features.columns if c.startswith(USER_PREFERENCE_PREFIX)]
+    return ["log_rating_count", *user_share_columns(user_features), *preferences, "shrunk_mean", "rating_std"]
+
+
 def build_user_genre_averages(user_ids: Sequence[int], train_ratings: pd.DataFrame, movie_features: pd.DataFrame) -> pd.DataFrame:
-    """One row per user in `user_ids`: average training rating overall and per genre.
+    """One row per user in `user_ids`: training rating statistics overall and per genre.
+
+    `average_rating` and `avg_rating_<genre>` are the notebook's plain averages. The model reads
+    `share_<genre>` (the fraction of the user's ratings in the genre), `shrunk_mean`
+    ((sum + 5·global mean) / (n + 5)), `preference_<genre>` (the genre's mean shrunk towards the
+    user's shrunk mean with 5 pseudo-ratings, minus that mean), `rating_std` and `log_rating_count`.
 
     Per-genre sums and counts are two sparse products (users x movies) @ (movies x genres). Where a
     user rated no movie of a genre, the user's own average stands in (no evidence of a taste either
@@ -103,6 +138,62 @@ def build_user_genre_averages(user_ids: Sequence[int], train_ratings: pd.DataFra
     user_mean = np.divide(totals, counts, out=np.full(len(users), global_mean), where=counts > 0)
     averages = np.divide(genre_sums, genre_counts, out=np.repeat(user_mean[:, None], len(genres), axis=1), where=genre_counts > 0)
 
-    table = pd.DataFrame({"userId": users.to_numpy(), "rating_count": counts.astype("int64"), "average_rating": user_mean})
-    per_genre = pd.DataFrame(averages, columns=[USER_GENRE_PREFIX + g.removeprefix(GENRE_PREFIX) for g in genres])
-    return pd.concat([table, per_genre], axis=1)
+    shrunk_mean = (totals + SHRINKAGE * global_mean) / (counts + SHRINKAGE)
+    preference = (genre_sums + SHRINKAGE * shrunk_mean[:, None]) / (genre_counts + SHRINKAGE) - shrunk_mean[:, None]
+    squares = np.bincount(user_codes, weights=ratings**2, minlength=len(users))
+    variance = np.divide(squares, counts, out=np.zeros(len(users)), where=counts > 0) - user_mean**2
+    table = pd.DataFrame(
+        {
+            "userId": users.to_numpy(),
+            "rating_count": counts.astype("int64"),
+            "average_rating": user_mean,
+            "log_rating_count": np.log1p(counts),
+            "shrunk_mean": shrunk_mean,
+            "rating_std": np.where(counts > 1, np.sqrt(np.maximum(variance, 0.0)), 0.0),
+        }
+    )
+    names = [g.removeprefix(GENRE_PREFIX) for g in genres]
+    per_genre = pd.DataFrame(averages, columns=[USER_GENRE_PREFIX + name for name in names])
+    shares = pd.DataFrame(genre_counts / np.maximum(counts, 1)[:, None], columns=[USER_SHARE_PREFIX + name for name in names])
+    preferences = pd.DataFrame(preference, columns=[USER_PREFERENCE_PREFIX + name for name in names])
+    return pd.concat([table, per_genre, shares, preferences], axis=1)
+
+
+def user_share_columns(user_features: pd.DataFrame) -> list[str]:
+    return [c for c in user_features.columns if c.startswith(USER_SHARE_PREFIX)]
+
+
+def user_target_columns(user_features: pd.DataFrame) -> list[str]:
+    preferences = [c for c in user_features.columns if c.startswith(USER_PREFERENCE_PREFIX)]
+    return [*USER_TARGET_COLUMNS, *user_genre_columns(user_features), *preferences]
+
+
+def rating_folds(n_ratings: int, folds: int, seed: int) -> np.ndarray:
+    """A fold number in 1..folds for each training rating, drawn reproducibly from `seed`."""
+    return np.random.default_rng(seed).integers(1, folds + 1, size=n_ratings).astype("int32")
+
+
+def out_of_fold_tables(
+    train_ratings: pd.DataFrame, fold: np.ndarray, folds: int, user_features: pd.DataFrame, movie_features: pd.DataFrame
+) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """Per fold f in 1..folds, the user and movie tables with target statistics from the training
+    ratings outside fold f (cross-fitting, as scikit-learn's TargetEncoder does).
+
+    A training rating in fold f reads table f, so no input contains its own rating; validation,
+    test and recommendations read the full tables (`user_features`, `movie_features`). Counts and
+    shares are kept from the full tables. Memory is folds × (users + movies) rows, never per rating.
+    """
+    movies = movie_features[["movieId", "title", "genres"]]
+    user_ids = user_features["userId"].to_numpy()
+    user_tables, movie_tables = [], []
+    for f in range(1, folds + 1):
+        outside = train_ratings[fold != f]
+        movie_table = build_movie_features(movies, outside)
+        user_table = build_user_genre_averages(user_ids, outside, movie_table)
+        movie_kept, user_kept = movie_features.copy(), user_features.copy()
+        movie_kept[MOVIE_TARGET_COLUMNS] = movie_table[MOVIE_TARGET_COLUMNS].to_numpy()
+        user_target = user_target_columns(user_features)
+        user_kept[user_target] = user_table[user_target].to_numpy()
+        user_tables.append(user_kept)
+        movie_tables.append(movie_kept)
+    return user_tables, movie_tables

@@ -1,52 +1,110 @@
-"""What the network reads: scaled per-user and per-movie matrices, and ratings as row numbers into them."""
+"""What the network reads: scaled per-user and per-movie tables, and ratings as row numbers into them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline.scaling import FittedScalers
+from recsys_pipeline.scaling import FittedScalers, Standardiser
+
+
+@dataclass(frozen=True)
+class SideInputs:
+    """One side's scaled features, `matrix[block, row]`: block 0 from every training rating, blocks
+    1..K out of fold (training only). `ids[row]` is the row's ID input: the row itself, or the
+    out-of-vocabulary ID len(ids) when the user or movie has no training rating."""
+
+    matrix: np.ndarray
+    ids: np.ndarray
 
 
 @dataclass(frozen=True)
 class ModelInputs:
-    """Scaled feature matrices; row i of `user_matrix` belongs to `user_ids[i]`, likewise for movies."""
+    """Row i of the user side belongs to `user_ids[i]`, likewise for movies."""
 
     user_ids: np.ndarray
-    user_matrix: np.ndarray
+    users: SideInputs
     movie_ids: np.ndarray
-    movie_matrix: np.ndarray
+    movies: SideInputs
 
 
 @dataclass(frozen=True)
 class RatingRows:
-    """Ratings as row numbers into the user and movie matrices, with targets scaled to [-1, 1]."""
+    """Ratings as row numbers into the user and movie tables, the feature block each reads, and stars."""
 
     user_rows: np.ndarray
     movie_rows: np.ndarray
+    block: np.ndarray
     targets: np.ndarray
 
 
-def scaled_inputs(user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers) -> ModelInputs:
+@dataclass(frozen=True)
+class TowerOutputs:
+    """One side's vectors and biases, row i for row i of its table."""
+
+    vectors: np.ndarray
+    biases: np.ndarray
+
+
+def side_inputs(tables: Sequence[pd.DataFrame], scaler: Standardiser) -> SideInputs:
+    matrix = np.stack([scaler.transform(table) for table in tables])
+    known = tables[0]["rating_count"].to_numpy() > 0
+    return SideInputs(matrix, np.where(known, np.arange(len(known)), len(known)).astype("int32"))
+
+
+def scaled_inputs(
+    user_features: pd.DataFrame,
+    movie_features: pd.DataFrame,
+    scalers: FittedScalers,
+    out_of_fold_users: Sequence[pd.DataFrame] = (),
+    out_of_fold_movies: Sequence[pd.DataFrame] = (),
+) -> ModelInputs:
     return ModelInputs(
         user_ids=user_features["userId"].to_numpy(),
-        user_matrix=scalers.user.transform(user_features),
+        users=side_inputs([user_features, *out_of_fold_users], scalers.user),
         movie_ids=movie_features["movieId"].to_numpy(),
-        movie_matrix=scalers.movie.transform(movie_features),
+        movies=side_inputs([movie_features, *out_of_fold_movies], scalers.movie),
     )
 
 
-def rating_rows(ratings: pd.DataFrame, inputs: ModelInputs, scalers: FittedScalers) -> RatingRows:
-    """Locate each rating's user and movie rows; every rated user and movie must have features."""
+def rating_rows(ratings: pd.DataFrame, inputs: ModelInputs, block: np.ndarray | None = None) -> RatingRows:
+    """Locate each rating's user and movie rows; every rated user and movie must have features.
+
+    `block` (default 0, the full-training features) says which feature block each rating reads.
+    """
     user_rows = pd.Index(inputs.user_ids).get_indexer(ratings["userId"])
     movie_rows = pd.Index(inputs.movie_ids).get_indexer(ratings["movieId"])
     if (user_rows < 0).any() or (movie_rows < 0).any():
         raise ValueError("some ratings refer to users or movies that have no feature row")
-    return RatingRows(user_rows.astype("int32"), movie_rows.astype("int32"), scalers.target.to_unit(ratings["rating"].to_numpy()))
+    block = np.zeros(len(ratings), dtype="int32") if block is None else np.asarray(block, dtype="int32")
+    return RatingRows(user_rows.astype("int32"), movie_rows.astype("int32"), block, ratings["rating"].to_numpy(dtype="float32"))
 
 
-def predict_scaled(user_embeddings: np.ndarray, movie_embeddings: np.ndarray, rows: RatingRows) -> np.ndarray:
-    """The network's output for each rating: the dot product of its user and movie embeddings."""
-    return np.einsum("ij,ij->i", user_embeddings[rows.user_rows], movie_embeddings[rows.movie_rows])
+def predict_stars(users: TowerOutputs, movies: TowerOutputs, scale: float, offset: float, user_rows: np.ndarray, movie_rows: np.ndarray) -> np.ndarray:
+    """The network's output for each (user row, movie row) pair, computed from the two sides' outputs."""
+    dot = np.einsum("ij,ij->i", users.vectors[user_rows], movies.vectors[movie_rows], dtype="float64")
+    return scale * dot + offset + users.biases[user_rows] + movies.biases[movie_rows]
+
+
+def score_matrix(users: TowerOutputs, movies: TowerOutputs, scale: float, offset: float, user_rows: np.ndarray) -> np.ndarray:
+    """Predicted stars of the given users (rows) for every movie (columns)."""
+    return scale * (users.vectors[user_rows].astype("float64") @ movies.vectors.T) + offset + users.biases[user_rows, None] + movies.biases[None, :]
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Everything needed to predict any (user, movie) pair in numpy, from one pass through each side."""
+
+    users: TowerOutputs
+    movies: TowerOutputs
+    scale: float
+    offset: float
+
+    def predict(self, rows: RatingRows) -> np.ndarray:
+        return predict_stars(self.users, self.movies, self.scale, self.offset, rows.user_rows, rows.movie_rows)
+
+    def scores(self, user_rows: np.ndarray) -> np.ndarray:
+        return score_matrix(self.users, self.movies, self.scale, self.offset, user_rows)

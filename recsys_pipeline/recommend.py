@@ -2,7 +2,7 @@
 
 Plain functions on the artifact tables and arrays that return DataFrames; the `recsys` command
 (recsys_pipeline.cli) loads the artifacts and prints what these return. Nothing here imports
-TensorFlow: embedding a user through the model's user tower is the caller's step.
+TensorFlow: passing a user and the movies through the model is the caller's step.
 """
 
 from __future__ import annotations
@@ -135,10 +135,12 @@ def genre_profile_features(genre_ratings: Sequence[tuple[str, float]], movie_fea
     return features.build_user_genre_averages([GENRE_PROFILE_USER], ratings, stand_ins)
 
 
-def predicted_stars(user_embedding: np.ndarray, movie_embeddings: np.ndarray, target: TargetScaler) -> np.ndarray:
-    """Every movie's predicted rating in stars: the dot product of unit embeddings, mapped back from [-1, 1]."""
-    scaled = np.asarray(movie_embeddings, dtype="float32") @ np.asarray(user_embedding, dtype="float32").ravel()
-    return clip_stars(target.to_stars(scaled), target.minimum, target.maximum)
+def predicted_stars(scorer, target: TargetScaler) -> np.ndarray:
+    """Every movie's predicted rating in stars for the scorer's one user, clipped to the rating range.
+
+    `scorer` is a two_tower.Scorer (or anything with `scores(user_rows)`) holding that user in row 0.
+    """
+    return clip_stars(scorer.scores(np.array([0]))[0], target.minimum, target.maximum)
 
 
 def top_predictions(

@@ -33,9 +33,41 @@ def random_split(n_ratings: int, seed: int = DEFAULT_SEED, fractions: tuple[floa
     return pd.Categorical.from_codes(labels, categories=list(SPLITS))
 
 
-def assign_splits(ratings: pd.DataFrame, seed: int = DEFAULT_SEED, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> pd.DataFrame:
-    """The ratings with a `split` column; row order is kept."""
-    return ratings.assign(split=random_split(len(ratings), seed, fractions))
+RANDOM = "random"
+CHRONOLOGICAL = "chronological"
+METHODS = (RANDOM, CHRONOLOGICAL)
+
+
+def chronological_split(ratings: pd.DataFrame, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> pd.Categorical:
+    """Label each user's ratings by time: the earliest train, then validation, the latest test.
+
+    Rating i of a user's n (0-based, ordered by timestamp, ties by row order) goes to test when
+    i >= n·(train + validation), to validation when i >= n·train, else to train, so the model is
+    measured on each user's future, never fitted on it.
+    """
+    if min(fractions) <= 0 or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"split fractions must be positive and sum to 1, got {fractions}")
+    order = np.lexsort((np.arange(len(ratings)), ratings["timestamp"].to_numpy(), ratings["userId"].to_numpy()))
+    users = ratings["userId"].to_numpy()[order]
+    first = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
+    counts = np.diff(np.r_[first, len(users)])
+    position = np.arange(len(users)) - np.repeat(first, counts)
+    size = np.repeat(counts, counts)
+    labels_in_order = np.where(position >= size * (fractions[0] + fractions[1]), 2, np.where(position >= size * fractions[0], 1, 0))
+    labels = np.empty(len(ratings), dtype=np.int8)
+    labels[order] = labels_in_order
+    return pd.Categorical.from_codes(labels, categories=list(SPLITS))
+
+
+def assign_splits(
+    ratings: pd.DataFrame, seed: int = DEFAULT_SEED, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, method: str = RANDOM
+) -> pd.DataFrame:
+    """The ratings with a `split` column (`method` random or chronological per user); row order is kept."""
+    if method == RANDOM:
+        return ratings.assign(split=random_split(len(ratings), seed, fractions))
+    if method == CHRONOLOGICAL:
+        return ratings.assign(split=chronological_split(ratings, fractions))
+    raise ValueError(f"unknown split method '{method}', expected one of {', '.join(METHODS)}")
 
 
 def training_rows(splits: pd.DataFrame) -> pd.DataFrame:

@@ -1,4 +1,14 @@
-"""The notebook's two-tower network in Keras: build, train by streaming index batches, embed.
+"""The two-tower network in Keras: build, train by streaming index batches, score.
+
+Each side (user, movie) is a content tower (Dense layers with dropout on the side's features) and,
+in the hybrid variant, a learned ID embedding added to the tower's output; each side also has a
+bias (a linear function of the features, plus a learned ID bias in the hybrid). The prediction, in
+stars, is scale · (user vector · movie vector) + offset + user bias + movie bias. The vectors are
+not unit-normalised: the ablation in docs/quality.md shows a free dot product predicts better.
+
+A user or movie without training ratings gets the out-of-vocabulary ID (row n of the embedding
+tables), zeroed after training, so it is scored by content alone: the cold-start path. The
+content-only variant (hybrid=False, the notebook's design) has no ID inputs at all.
 
 Importing this module imports TensorFlow (seconds and hundreds of MB), so the Dagster layer imports
 it only inside the steps that train or embed.
@@ -12,65 +22,115 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import pandas as pd
 
-from recsys_pipeline.model_inputs import RatingRows
+from recsys_pipeline import features
+from recsys_pipeline.model_inputs import ModelInputs, RatingRows, Scorer, SideInputs, TowerOutputs, rating_rows, scaled_inputs, side_inputs
+from recsys_pipeline.scaling import FittedScalers
 
 USER_TOWER = "user_tower"
 MOVIE_TOWER = "movie_tower"
 USER_INPUT = "user_features"
 MOVIE_INPUT = "movie_features"
+USER_ID = "user_id"
+MOVIE_ID = "movie_id"
+SCALE = "scale"
 
 
 @dataclass(frozen=True)
 class TrainingSettings:
     epochs: int = 30
-    batch_size: int = 512
-    learning_rate: float = 1e-3
-    patience: int = 3
+    batch_size: int = 1024
+    learning_rate: float = 5e-3
+    patience: int = 4
+    # ReduceLROnPlateau: multiply the rate by this factor after `lr_patience` epochs without progress.
+    lr_factor: float = 0.3
+    lr_patience: int = 1
+    min_learning_rate: float = 1e-5
     seed: int = 47005
-    hidden_units: tuple[int, ...] = (256, 128)
+    hidden_units: tuple[int, ...] = (128, 64)
     embedding_size: int = 32
+    dropout: float = 0.2
+    id_l2: float = 1e-3
+    id_bias_l2: float = 1e-5
+    hybrid: bool = True
+    # The notebook's design: unit-length vectors (a cosine) and no biases; see bench/quality.py.
+    unit_vectors: bool = False
+    biases: bool = True
 
 
-def build_two_tower(n_user_inputs: int, n_movie_inputs: int, settings: TrainingSettings) -> keras.Model:
-    """Two Dense towers ending in unit-length embeddings; their dot product is the scaled rating."""
+def _side(name: str, n_inputs: int, n_ids: int, settings: TrainingSettings) -> keras.Model:
+    """One side: features (and ID) -> (vector, bias). ID n_ids is the out-of-vocabulary row."""
+    features = keras.Input((n_inputs,), name=f"{name}_features")
+    hidden = features
+    for units in settings.hidden_units:
+        hidden = keras.layers.Dense(units, activation="relu")(hidden)
+        hidden = keras.layers.Dropout(settings.dropout)(hidden)
+    vector = keras.layers.Dense(settings.embedding_size, name=f"{name}_content_vector")(hidden)
+    # Zero-initialised, like the offset at the training mean, so training starts from the global mean.
+    bias = keras.layers.Dense(1, kernel_initializer="zeros", trainable=settings.biases, name=f"{name}_content_bias")(features)
+    inputs = [features]
+    if settings.hybrid:
+        ids = keras.Input((), dtype="int32", name=f"{name}_ids")
+        inputs.append(ids)
+        id_vector = keras.layers.Embedding(
+            n_ids + 1,
+            settings.embedding_size,
+            embeddings_initializer=keras.initializers.RandomNormal(0.0, 0.01),
+            embeddings_regularizer=keras.regularizers.l2(settings.id_l2),
+            name=f"{name}_id_embedding",
+        )(ids)
+        id_bias = keras.layers.Embedding(
+            n_ids + 1, 1, embeddings_initializer="zeros", embeddings_regularizer=keras.regularizers.l2(settings.id_bias_l2), name=f"{name}_id_bias"
+        )(ids)
+        vector = keras.layers.Add()([vector, id_vector])
+        bias = keras.layers.Add()([bias, keras.layers.Flatten()(id_bias)])
+    if settings.unit_vectors:
+        # Unlike a Lambda(l2_normalize), this layer survives saving and reloading.
+        vector = keras.layers.UnitNormalization()(vector)
+    return keras.Model(inputs, [vector, bias], name=name)
+
+
+def build_two_tower(n_user_inputs: int, n_movie_inputs: int, n_users: int, n_movies: int, global_mean: float, settings: TrainingSettings) -> keras.Model:
+    """The whole network; its output is the predicted rating in stars (offset starts at the training mean)."""
     keras.utils.set_random_seed(settings.seed)
-
-    def tower(name: str, n_inputs: int) -> keras.Sequential:
-        return keras.Sequential(
-            [
-                keras.Input((n_inputs,)),
-                *(keras.layers.Dense(units, activation="relu") for units in settings.hidden_units),
-                keras.layers.Dense(settings.embedding_size),
-                # Unlike a Lambda(l2_normalize), this layer survives saving and reloading.
-                keras.layers.UnitNormalization(),
-            ],
-            name=name,
-        )
-
-    user_input = keras.Input((n_user_inputs,), name=USER_INPUT)
-    movie_input = keras.Input((n_movie_inputs,), name=MOVIE_INPUT)
-    user_embedding = tower(USER_TOWER, n_user_inputs)(user_input)
-    movie_embedding = tower(MOVIE_TOWER, n_movie_inputs)(movie_input)
-    rating = keras.layers.Dot(axes=1, name="scaled_rating")([user_embedding, movie_embedding])
-    model = keras.Model([user_input, movie_input], rating, name="two_tower")
+    user_side = _side(USER_TOWER, n_user_inputs, n_users, settings)
+    movie_side = _side(MOVIE_TOWER, n_movie_inputs, n_movies, settings)
+    inputs = {USER_INPUT: keras.Input((n_user_inputs,), name=USER_INPUT), MOVIE_INPUT: keras.Input((n_movie_inputs,), name=MOVIE_INPUT)}
+    if settings.hybrid:
+        inputs[USER_ID] = keras.Input((), dtype="int32", name=USER_ID)
+        inputs[MOVIE_ID] = keras.Input((), dtype="int32", name=MOVIE_ID)
+        user_vector, user_bias = user_side([inputs[USER_INPUT], inputs[USER_ID]])
+        movie_vector, movie_bias = movie_side([inputs[MOVIE_INPUT], inputs[MOVIE_ID]])
+    else:
+        user_vector, user_bias = user_side([inputs[USER_INPUT]])
+        movie_vector, movie_bias = movie_side([inputs[MOVIE_INPUT]])
+    dot = keras.layers.Dot(axes=1)([user_vector, movie_vector])
+    scaled = keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(global_mean), name=SCALE)(dot)
+    rating = keras.layers.Add(name="rating")([scaled, user_bias, movie_bias])
+    model = keras.Model(inputs, rating, name="two_tower")
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="mse")
     return model
 
 
-class RatingBatches(keras.utils.PyDataset):
-    """Batches gathered by index from the per-user and per-movie matrices.
+def is_hybrid(model: keras.Model) -> bool:
+    return USER_ID in model.input
 
-    The per-rating feature matrix is never built, so memory grows with users + movies, not with
-    ratings. With a seed, the order is reshuffled reproducibly every epoch.
+
+class RatingBatches(keras.utils.PyDataset):
+    """Batches gathered by index from the per-user and per-movie feature tables.
+
+    The per-rating feature matrix is never built, so memory grows with users + movies (times the
+    out-of-fold blocks), not with ratings. With a seed, the order is reshuffled reproducibly every epoch.
     """
 
-    def __init__(self, user_matrix: np.ndarray, movie_matrix: np.ndarray, rows: RatingRows, batch_size: int, seed: int | None = None):
+    def __init__(self, users: SideInputs, movies: SideInputs, rows: RatingRows, batch_size: int, with_ids: bool, seed: int | None = None):
         super().__init__()
-        self.user_matrix = user_matrix
-        self.movie_matrix = movie_matrix
+        self.users = users
+        self.movies = movies
         self.rows = rows
         self.batch_size = batch_size
+        self.with_ids = with_ids
         self.rng = None if seed is None else np.random.default_rng(seed)
         self.order = np.arange(len(rows.targets))
         self.on_epoch_end()
@@ -80,10 +140,11 @@ class RatingBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         batch = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        inputs = {
-            USER_INPUT: self.user_matrix[self.rows.user_rows[batch]],
-            MOVIE_INPUT: self.movie_matrix[self.rows.movie_rows[batch]],
-        }
+        users, movies, block = self.rows.user_rows[batch], self.rows.movie_rows[batch], self.rows.block[batch]
+        inputs = {USER_INPUT: self.users.matrix[block, users], MOVIE_INPUT: self.movies.matrix[block, movies]}
+        if self.with_ids:
+            inputs[USER_ID] = self.users.ids[users]
+            inputs[MOVIE_ID] = self.movies.ids[movies]
         return inputs, self.rows.targets[batch]
 
     def on_epoch_end(self) -> None:
@@ -92,35 +153,107 @@ class RatingBatches(keras.utils.PyDataset):
 
 
 def train_two_tower(
-    user_matrix: np.ndarray,
-    movie_matrix: np.ndarray,
+    users: SideInputs,
+    movies: SideInputs,
     train: RatingRows,
     validation: RatingRows,
+    global_mean: float,
     settings: TrainingSettings,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Train with early stopping on validation loss, keeping the best epoch's weights."""
-    model = build_two_tower(user_matrix.shape[1], movie_matrix.shape[1], settings)
+    """Train with early stopping on validation loss (keeping the best epoch's weights) and a
+    learning rate that drops when validation loss stalls."""
+    model = build_two_tower(users.matrix.shape[2], movies.matrix.shape[2], len(users.ids), len(movies.ids), global_mean, settings)
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True)
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=settings.lr_factor, patience=settings.lr_patience, min_lr=settings.min_learning_rate),
     ]
     if on_epoch_end is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch_end(epoch, dict(logs or {}))))
     history = model.fit(
-        RatingBatches(user_matrix, movie_matrix, train, settings.batch_size, seed=settings.seed),
-        validation_data=RatingBatches(user_matrix, movie_matrix, validation, 8192),
+        RatingBatches(users, movies, train, settings.batch_size, settings.hybrid, seed=settings.seed),
+        validation_data=RatingBatches(users, movies, validation, 8192, settings.hybrid),
         epochs=settings.epochs,
         callbacks=callbacks,
         verbose=0,
     )
-    return model, {name: [float(v) for v in values] for name, values in history.history.items()}
+    if settings.hybrid:
+        _zero_out_of_vocabulary_rows(model)
+    history_lists = {name: [float(v) for v in values] for name, values in history.history.items()}
+    history_lists.pop("learning_rate", None)
+    return model, history_lists
 
 
-def embed(model: keras.Model, tower: str, matrix: np.ndarray) -> np.ndarray:
-    """Unit-length embeddings of every row of `matrix` through one tower."""
-    return np.asarray(model.get_layer(tower).predict(matrix, batch_size=8192, verbose=0), dtype="float32")
+def _zero_out_of_vocabulary_rows(model: keras.Model) -> None:
+    """The last ID row is never trained; zeroing it leaves unseen users and movies to their content."""
+    for side in (USER_TOWER, MOVIE_TOWER):
+        for layer in (f"{side}_id_embedding", f"{side}_id_bias"):
+            embedding = model.get_layer(side).get_layer(layer)
+            weights = embedding.get_weights()[0]
+            weights[-1] = 0.0
+            embedding.set_weights([weights])
+
+
+def embed(model: keras.Model, tower: str, side: SideInputs) -> TowerOutputs:
+    """Vectors and biases of every row of the side's full-training table (block 0)."""
+    inputs = [side.matrix[0]] + ([side.ids] if is_hybrid(model) else [])
+    vectors, biases = model.get_layer(tower).predict(inputs, batch_size=8192, verbose=0)
+    return TowerOutputs(np.asarray(vectors, dtype="float32"), np.asarray(biases, dtype="float32").ravel())
+
+
+def scale_and_offset(model: keras.Model) -> tuple[float, float]:
+    weights, bias = model.get_layer(SCALE).get_weights()
+    return float(weights.ravel()[0]), float(bias.ravel()[0])
 
 
 def load_model(path: str) -> keras.Model:
     # safe_mode refuses to deserialise arbitrary Python (lambdas) from the file.
     return keras.saving.load_model(path, safe_mode=True)
+
+
+def scorer(model: keras.Model, inputs: ModelInputs) -> Scorer:
+    return Scorer(embed(model, USER_TOWER, inputs.users), embed(model, MOVIE_TOWER, inputs.movies), *scale_and_offset(model))
+
+
+def user_scorer(model: keras.Model, scalers: FittedScalers, user_row: pd.DataFrame, user_row_number: int | None, movie_features: pd.DataFrame) -> Scorer:
+    """A Scorer for one user (row 0) against every movie in `movie_features`.
+
+    `user_row_number` is the user's row in the training user table, the ID the hybrid learned; None
+    (a new user, or one without training ratings) gives the out-of-vocabulary ID, so content alone.
+    """
+    out_of_vocabulary = model.get_layer(USER_TOWER).get_layer(f"{USER_TOWER}_id_embedding").input_dim - 1 if is_hybrid(model) else 0
+    user_id = out_of_vocabulary if user_row_number is None else user_row_number
+    users = SideInputs(scalers.user.transform(user_row)[None], np.array([user_id], dtype="int32"))
+    return Scorer(embed(model, USER_TOWER, users), embed(model, MOVIE_TOWER, side_inputs([movie_features], scalers.movie)), *scale_and_offset(model))
+
+
+def train_on_ratings(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    user_features: pd.DataFrame,
+    movie_features: pd.DataFrame,
+    scalers: FittedScalers,
+    settings: TrainingSettings,
+    folds: int,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[keras.Model, dict[str, list[float]], ModelInputs]:
+    """Train on `train` with its rating statistics read out of `folds` folds (0: in sample, as the
+    notebook did), stopping on `validation`. Returns the model, its history and the full-training
+    inputs (block 0) that validation, test and recommendations read."""
+    if folds > 0:
+        fold = features.rating_folds(len(train), folds, settings.seed)
+        fold_users, fold_movies = features.out_of_fold_tables(train, fold, folds, user_features, movie_features)
+    else:
+        fold, fold_users, fold_movies = None, [], []
+    inputs = scaled_inputs(user_features, movie_features, scalers, fold_users, fold_movies)
+    model, history = train_two_tower(
+        inputs.users,
+        inputs.movies,
+        rating_rows(train, inputs, fold),
+        rating_rows(validation, inputs),
+        float(train["rating"].mean()),
+        settings,
+        on_epoch_end,
+    )
+    full = ModelInputs(inputs.user_ids, SideInputs(inputs.users.matrix[:1], inputs.users.ids), inputs.movie_ids, SideInputs(inputs.movies.matrix[:1], inputs.movies.ids))
+    return model, history, full

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_pipeline import cli, definitions, features
+from recsys_pipeline import cli, definitions, features, recommend
 from recsys_pipeline.definitions import build_definitions
 from recsys_pipeline.scaling import FittedScalers
 
@@ -127,15 +127,25 @@ def test_a_title_part_shared_by_several_movies_fails_listing_them(capsys, data_d
 # --- recommend ------------------------------------------------------------------------------------
 
 
-def model_stars(data_dir: Path, user_row: pd.DataFrame, movie_rows: pd.DataFrame) -> np.ndarray:
-    """The whole two-tower network's prediction in stars, an independent path from the stored embeddings."""
+def model_stars(data_dir: Path, user_row: pd.DataFrame, user_id: int | None, movie_rows: pd.DataFrame) -> np.ndarray:
+    """The whole network's prediction in stars through model.predict, an independent path from the
+    CLI's per-side scoring. `user_id` is the learned ID input; None means the out-of-vocabulary ID."""
     from recsys_pipeline import two_tower
 
     scalers = FittedScalers.from_dict(json.loads(artifact(data_dir, "fitted_scalers").read_text()))
     model = two_tower.load_model(str(artifact(data_dir, "accepted_model")))
-    users = np.repeat(scalers.user.transform(user_row), len(movie_rows), axis=0)
-    scaled = model.predict({two_tower.USER_INPUT: users, two_tower.MOVIE_INPUT: scalers.movie.transform(movie_rows)}, verbose=0)
-    return scalers.target.to_stars(scaled.ravel())
+    n = len(movie_rows)
+    inputs = {
+        two_tower.USER_INPUT: np.repeat(scalers.user.transform(user_row), n, axis=0),
+        two_tower.MOVIE_INPUT: scalers.movie.transform(movie_rows),
+    }
+    if two_tower.is_hybrid(model):
+        n_users = model.get_layer(two_tower.USER_TOWER).get_layer("user_tower_id_embedding").input_dim - 1
+        all_movies = pd.read_parquet(artifact(data_dir, "movie_features"))
+        movie_row = pd.Index(all_movies["movieId"]).get_indexer(movie_rows["movieId"])
+        inputs[two_tower.USER_ID] = np.full(n, n_users if user_id is None else user_id, dtype="int32")
+        inputs[two_tower.MOVIE_ID] = np.where(movie_rows["rating_count"].to_numpy() > 0, movie_row, len(all_movies)).astype("int32")
+    return np.clip(model.predict(inputs, verbose=0).ravel(), 0.5, 5.0)
 
 
 def test_recommend_for_a_user_lists_unrated_movies_by_the_models_predicted_rating(capsys, data_dir, movie_features, rating_splits):
@@ -149,9 +159,11 @@ def test_recommend_for_a_user_lists_unrated_movies_by_the_models_predicted_ratin
     predicted = [movie["predicted_rating"] for movie in listing]
     assert predicted == sorted(predicted, reverse=True) and 0.5 <= min(predicted) and max(predicted) <= 5.0
 
-    user_row = pd.read_parquet(artifact(data_dir, "user_genre_averages")).query("userId == @user_id")
+    users = pd.read_parquet(artifact(data_dir, "user_genre_averages"))
+    user_row = users.query("userId == @user_id")
     unrated = movie_features[~movie_features["movieId"].isin(rated)]
-    stars = pd.Series(model_stars(data_dir, user_row, unrated), index=unrated["movieId"])
+    row_number = int(np.flatnonzero(users["userId"].to_numpy() == user_id)[0])
+    stars = pd.Series(model_stars(data_dir, user_row, row_number, unrated), index=unrated["movieId"])
     listed_ids = [movie["movieId"] for movie in listing]
     np.testing.assert_allclose(predicted, stars[listed_ids], atol=1e-4)
     assert stars.drop(listed_ids).max() <= min(predicted) + 1e-4
@@ -165,16 +177,14 @@ def test_min_ratings_keeps_only_movies_rated_that_often_in_training(capsys, data
     assert min(counts[movie["movieId"]] for movie in listing) >= threshold
 
 
-def test_a_genre_profile_equal_to_a_users_averages_predicts_as_that_user(capsys, data_dir, movie_features):
-    averages = pd.read_parquet(artifact(data_dir, "user_genre_averages"))
-    user = averages.iloc[3]
-    profile = ",".join(f"{column.removeprefix(features.USER_GENRE_PREFIX)}={float(user[column])!r}" for column in features.user_genre_columns(averages))
-    everything = str(len(movie_features))
-    by_genres = recsys_json(capsys, data_dir, "recommend", "--genres", profile, "-k", everything)
-    by_user = recsys_json(capsys, data_dir, "recommend", "--user", str(int(user["userId"])), "-k", everything)
-    assert len(by_genres) == len(movie_features) > len(by_user)
-    genre_stars = {movie["movieId"]: movie["predicted_rating"] for movie in by_genres}
-    np.testing.assert_allclose([movie["predicted_rating"] for movie in by_user], [genre_stars[movie["movieId"]] for movie in by_user], atol=1e-5)
+def test_a_genre_profile_is_scored_by_content_alone_as_the_network_predicts_it(capsys, data_dir, movie_features):
+    scalers = FittedScalers.from_dict(json.loads(artifact(data_dir, "fitted_scalers").read_text()))
+    genres = [("Drama", 4.5), ("Comedy", 2.0)]
+    profile = recommend.genre_profile_features(genres, movie_features, scalers.target)
+    listing = recsys_json(capsys, data_dir, "recommend", "--genres", "Drama=4.5,Comedy=2", "-k", str(len(movie_features)))
+    assert len(listing) == len(movie_features)
+    stars = pd.Series(model_stars(data_dir, profile, None, movie_features), index=movie_features["movieId"])
+    np.testing.assert_allclose([movie["predicted_rating"] for movie in listing], stars[[movie["movieId"] for movie in listing]], atol=1e-4)
 
 
 def test_recommend_for_a_genre_profile_lists_k_movies_in_stars(capsys, data_dir):
@@ -216,11 +226,11 @@ def test_no_artifacts_at_all_asks_for_the_whole_graph(capsys, tmp_path):
 
 
 def test_a_missing_artifact_is_named_with_the_command_that_builds_it(capsys, data_dir, tmp_path):
-    copy_artifacts(data_dir, tmp_path, leave_out=("movie_embeddings.npy",))
+    copy_artifacts(data_dir, tmp_path, leave_out=("fitted_scalers.json",))
     status, _, err = recsys(capsys, "recommend", "--user", "1", "--data-dir", str(tmp_path))
     assert status == 1
-    assert "missing artifact(s) movie_embeddings in" in err
-    assert "dagster asset materialize -m recsys_pipeline.definitions --select 'movie_embeddings'" in err
+    assert "missing artifact(s) fitted_scalers in" in err
+    assert "dagster asset materialize -m recsys_pipeline.definitions --select 'fitted_scalers'" in err
 
 
 def test_embeddings_older_than_the_model_are_refused_as_stale(capsys, data_dir, movie_features, tmp_path):

@@ -51,7 +51,23 @@ def test_movie_features_use_training_ratings_and_flag_imputed_years():
     assert by_id.loc[20, "year"] == 1995.0 and bool(by_id.loc[20, "year_imputed"])
     assert not by_id.loc[40, "year_imputed"] and by_id.loc[40, "year"] == 2006.0
     assert by_id.loc[20, features.genre_columns(table)].sum() == 0
-    assert features.movie_input_columns(table) == ["year", "average_rating", "genre_Action", "genre_Animation", "genre_Comedy", "genre_Crime"]
+    assert features.notebook_movie_input_columns(table) == ["year", "average_rating", "genre_Action", "genre_Animation", "genre_Comedy", "genre_Crime"]
+    assert features.movie_input_columns(table) == [
+        "year", "genre_Action", "genre_Animation", "genre_Comedy", "genre_Crime", "log_rating_count", "shrunk_mean", "rating_std"
+    ]
+
+
+def test_movie_shrunk_mean_count_and_spread_by_hand():
+    by_id = features.build_movie_features(_movies(), _train_ratings()).set_index("movieId")
+    prior = 11 / 3
+    # Toy Story: 4 and 5, shrunk with 5 pseudo-ratings at the global mean; population std 0.5.
+    assert by_id.loc[10, "shrunk_mean"] == pytest.approx((9 + 5 * prior) / 7)
+    assert by_id.loc[10, "rating_std"] == pytest.approx(0.5)
+    assert by_id.loc[10, "log_rating_count"] == pytest.approx(np.log(3))
+    # Heat: one rating, no spread; movie 40: no rating, the prior itself.
+    assert by_id.loc[30, "shrunk_mean"] == pytest.approx((2 + 5 * prior) / 6)
+    assert by_id.loc[30, "rating_std"] == 0.0
+    assert by_id.loc[40, "shrunk_mean"] == pytest.approx(prior) and by_id.loc[40, "log_rating_count"] == 0.0
 
 
 def test_user_genre_averages_are_per_user_means_with_own_average_as_fallback():
@@ -67,9 +83,60 @@ def test_user_genre_averages_are_per_user_means_with_own_average_as_fallback():
     # user 3 has no training rating: the global training mean everywhere, count 0.
     assert table.loc[3, "rating_count"] == 0
     assert table.loc[3, "avg_rating_Comedy"] == pytest.approx(11 / 3)
-    assert features.user_input_columns(table.reset_index()) == [
+    assert features.notebook_user_input_columns(table.reset_index()) == [
         "avg_rating_Action", "avg_rating_Animation", "avg_rating_Comedy", "avg_rating_Crime"
     ]
+    genres = ["Action", "Animation", "Comedy", "Crime"]
+    assert features.user_input_columns(table.reset_index()) == [
+        "log_rating_count", *(f"share_{g}" for g in genres), *(f"preference_{g}" for g in genres), "shrunk_mean", "rating_std"
+    ]
+
+
+def test_user_shares_shrunk_mean_and_genre_preferences_by_hand():
+    movie_table = features.build_movie_features(_movies(), _train_ratings())
+    table = features.build_user_genre_averages([1, 2, 3], _train_ratings(), movie_table).set_index("userId")
+    # user 1 rated Toy Story 4 (Animation, Comedy) and Heat 2 (Action, Crime): sum 6 over 2 ratings.
+    shrunk = (6 + 5 * 11 / 3) / 7
+    assert table.loc[1, "shrunk_mean"] == pytest.approx(shrunk)
+    assert table.loc[1, "rating_std"] == pytest.approx(1.0)
+    assert table.loc[1, ["share_Action", "share_Animation", "share_Comedy", "share_Crime"]].tolist() == [0.5, 0.5, 0.5, 0.5]
+    # One Animation rating of 4 shrunk with 5 pseudo-ratings at the user's shrunk mean, minus that mean.
+    assert table.loc[1, "preference_Animation"] == pytest.approx((4 + 5 * shrunk) / 6 - shrunk)
+    assert table.loc[1, "preference_Action"] == pytest.approx((2 + 5 * shrunk) / 6 - shrunk)
+    assert table.loc[2, "share_Animation"] == 1.0 and table.loc[2, "share_Action"] == 0.0
+    assert table.loc[2, "preference_Action"] == pytest.approx(0.0, abs=1e-12) and table.loc[2, "rating_std"] == 0.0
+    # No training rating: prior mean, no shares, no preference.
+    assert table.loc[3, "shrunk_mean"] == pytest.approx(11 / 3)
+    assert table.loc[3, [c for c in table.columns if c.startswith(("share_", "preference_"))]].abs().sum() < 1e-12
+
+
+def test_out_of_fold_tables_leave_out_each_folds_ratings_but_keep_counts_and_shares():
+    train = _train_ratings()  # (1, Toy Story, 4), (1, Heat, 2), (2, Toy Story, 5)
+    fold = np.array([1, 2, 1])
+    movie_table = features.build_movie_features(_movies(), train)
+    user_table = features.build_user_genre_averages([1, 2], train, movie_table)
+    users, movies = features.out_of_fold_tables(train, fold, 2, user_table, movie_table)
+    assert len(users) == len(movies) == 2
+    first_users, first_movies = users[0].set_index("userId"), movies[0].set_index("movieId")
+    # Without fold 1 only (1, Heat, 2) remains: global mean 2, Toy Story unrated there.
+    assert first_movies.loc[10, "average_rating"] == 2.0 and first_movies.loc[10, "shrunk_mean"] == 2.0
+    assert first_movies.loc[30, "shrunk_mean"] == pytest.approx((2 + 5 * 2) / 6)
+    assert first_users.loc[1, "average_rating"] == 2.0 and first_users.loc[2, "average_rating"] == 2.0
+    # Counts and shares describe what was rated, so they stay those of every training rating.
+    assert first_movies.loc[10, "rating_count"] == 2 and first_users.loc[1, "share_Animation"] == 0.5
+    # Without fold 2, (1, Heat, 2) is left out: Toy Story's 4 and 5 remain, global mean 4.5.
+    second_movies, second_users = movies[1].set_index("movieId"), users[1].set_index("userId")
+    assert second_movies.loc[10, "shrunk_mean"] == pytest.approx((9 + 5 * 4.5) / 7)
+    assert second_movies.loc[30, "shrunk_mean"] == pytest.approx(4.5) and second_movies.loc[30, "rating_count"] == 1
+    assert second_users.loc[1, "average_rating"] == 4.0 and abs(second_users.loc[1, "preference_Action"]) < 1e-12
+    # The full tables themselves are untouched.
+    assert movie_table.set_index("movieId").loc[10, "average_rating"] == 4.5
+
+
+def test_rating_folds_are_seeded_and_cover_every_fold():
+    folds = features.rating_folds(1000, 5, seed=3)
+    assert set(folds.tolist()) == {1, 2, 3, 4, 5}
+    assert np.array_equal(folds, features.rating_folds(1000, 5, seed=3))
 
 
 def test_user_genre_averages_match_a_per_user_loop_on_random_data():

@@ -66,13 +66,18 @@ def test_real_data_every_check_passes(real_run):
 
 def test_real_data_beats_the_honest_notebook_and_reports_baselines(real_run):
     metrics = _metadata(real_run, "model_evaluation")
-    # 0.873 is the notebook's design computed honestly on this split; the model must do no worse.
-    assert metrics["test_rmse"] <= 0.873
+    # 0.873 is the notebook's design computed honestly on this split; the default model must beat
+    # every published peer on it (best: item-kNN with baseline, 0.854).
+    assert metrics["test_rmse"] <= 0.850
     assert metrics["test_rmse"] < metrics["baseline_global_mean_rmse"]
     # The baselines land on the published peers' figures, which shows the split is theirs.
     assert metrics["baseline_global_mean_rmse"] == pytest.approx(1.038, abs=0.002)
     assert metrics["baseline_bias_rmse"] == pytest.approx(0.874, abs=0.004)
     assert {"test_mae", "val_rmse"} <= set(metrics)
+    # Top-10 ranking at least as good as recommending the most popular movies.
+    assert metrics["baseline_popularity_precision_at_10"] == pytest.approx(0.107, abs=0.005)
+    assert metrics["test_precision_at_10"] >= metrics["baseline_popularity_precision_at_10"]
+    assert metrics["test_ndcg_at_10"] >= metrics["baseline_popularity_ndcg_at_10"]
 
 
 def test_real_data_features_cover_every_movie_and_user(real_run):

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from recsys_pipeline import features, recommend, similarity
+from recsys_pipeline.model_inputs import Scorer, TowerOutputs
 from recsys_pipeline.scaling import TargetScaler
 
 STARS = TargetScaler(minimum=0.5, maximum=5.0)
@@ -136,7 +137,11 @@ def test_rated_movie_ids_come_from_every_split():
 def test_genre_profile_gives_listed_genres_their_rating_and_the_rest_the_mean_of_them(movie_features):
     row = recommend.genre_profile_features([("animation", 5.0), ("Action", 4.0), ("Drama", 1.5)], movie_features, STARS)
     assert len(row) == 1
-    assert row.columns.tolist() == ["userId", "rating_count", "average_rating", *(f"avg_rating_{g}" for g in ["Action", "Animation", "Children", "Crime", "Drama", "Romance"])]
+    genres = ["Action", "Animation", "Children", "Crime", "Drama", "Romance"]
+    assert row.columns.tolist() == [
+        "userId", "rating_count", "average_rating", "log_rating_count", "shrunk_mean", "rating_std",
+        *(f"avg_rating_{g}" for g in genres), *(f"share_{g}" for g in genres), *(f"preference_{g}" for g in genres),
+    ]
     mean = (5.0 + 4.0 + 1.5) / 3
     assert row.iloc[0][features.user_genre_columns(row)].tolist() == pytest.approx([4.0, 5.0, mean, mean, 1.5, mean])
     assert row["average_rating"].iloc[0] == pytest.approx(mean)
@@ -168,10 +173,12 @@ def test_genre_profile_refuses_unknown_repeated_or_out_of_range_genres(movie_fea
 # --- predictions ----------------------------------------------------------------------------------
 
 
-def test_predicted_stars_map_the_dot_product_from_minus_one_one_onto_the_rating_range():
-    user = unit_circle([0])[0]
-    movies = unit_circle([0, 180, 90, 60])
-    np.testing.assert_allclose(recommend.predicted_stars(user, movies, STARS), [5.0, 0.5, 2.75, 3.875], atol=1e-5)
+def test_predicted_stars_are_scale_times_dot_plus_offset_and_biases_clipped_to_the_rating_range():
+    users = TowerOutputs(vectors=np.array([[1.0, 2.0]], dtype="float32"), biases=np.array([0.25], dtype="float32"))
+    movies = TowerOutputs(vectors=np.array([[1.0, 0.0], [0.0, -1.0], [3.0, 3.0]], dtype="float32"), biases=np.array([0.0, -0.5, 0.0], dtype="float32"))
+    scorer = Scorer(users, movies, scale=0.5, offset=3.0)
+    # 0.5·1 + 3 + 0.25 + 0 = 3.75; 0.5·(-2) + 3 + 0.25 - 0.5 = 1.75; 0.5·9 + 3.25 = 7.75, clipped to 5.
+    np.testing.assert_allclose(recommend.predicted_stars(scorer, STARS), [3.75, 1.75, 5.0], atol=1e-6)
 
 
 def test_top_predictions_rank_by_predicted_rating_skip_excluded_movies_and_break_ties_by_row(movie_features):

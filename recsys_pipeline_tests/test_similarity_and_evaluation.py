@@ -63,3 +63,43 @@ def test_error_table_reports_rmse_mae_and_scaled_mse_per_model_and_split():
     assert metric.loc[("off_by_one", "validation"), "mae"] == pytest.approx(1.0)
     assert metric.loc[("off_by_one", "test"), "mse_scaled"] == pytest.approx(0.25)
     assert set(table["split"]) == {"validation", "test"}
+
+
+# --- ranking --------------------------------------------------------------------------------------
+
+
+def test_precision_and_ndcg_at_k_on_a_hand_made_example():
+    # user 0 rated movie 0 in training and movies 2 and 3 in test; user 1 rated 4 in training and 0 in
+    # test; user 2 has no test rating and does not count.
+    train_pairs = (np.array([0, 1, 2]), np.array([0, 4, 1]))
+    test_pairs = (np.array([0, 0, 1]), np.array([2, 3, 0]))
+    scores = np.array([[9.0, 8.0, 7.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 5.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    result = evaluation.ranking_metrics(lambda rows: scores[rows], train_pairs, test_pairs, n_movies=5, k=2)
+    # user 0: movie 0 is seen, top 2 = [1, 2], one hit at rank 2 of two relevant: NDCG (1/log2 3) / (1 + 1/log2 3).
+    # user 1: movie 4 is seen, the rest tie, lower rows first: [0, 1], a hit at rank 1 of one relevant: NDCG 1.
+    first = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
+    assert result["precision_at_2"] == pytest.approx(0.5)
+    assert result["ndcg_at_2"] == pytest.approx((first + 1.0) / 2)
+
+
+def test_genre_affinity_is_the_log_share_of_the_movies_genres():
+    shares = np.array([[0.5, 0.5], [1.0, 0.0]])
+    genres = np.array([[1, 0], [1, 1], [0, 0]])
+    expected = np.log(np.array([[0.5, 0.5, 0.0], [1.0, 0.5, 0.0]]) + evaluation.AFFINITY_FLOOR)
+    np.testing.assert_allclose(evaluation.genre_affinity(shares, genres), expected)
+
+
+def test_ranking_report_ranks_the_popularity_baseline_by_training_count():
+    # Three users, four movies; movie 3 is the most rated in training, then movie 2.
+    train_pairs = (np.array([0, 1, 2, 1, 2]), np.array([3, 3, 3, 2, 2]))
+    test_pairs = (np.array([0, 0, 1]), np.array([2, 1, 0]))
+    counts = np.array([0, 0, 2, 3])
+    report = evaluation.ranking_report(
+        lambda rows: np.zeros((len(rows), 4)), train_pairs, test_pairs, counts, np.ones((3, 1)), np.ones((4, 1))
+    )
+    # Popularity (k = 10 > candidates): user 0 sees [2, 0, 1] -> hits at ranks 1 and 3; user 1 sees [0, 1] -> hit at rank 1.
+    user_0 = (1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3))
+    assert report["baseline_popularity_ndcg_at_10"] == pytest.approx((user_0 + 1.0) / 2)
+    assert report["baseline_popularity_precision_at_10"] == pytest.approx((2 / 10 + 1 / 10) / 2)
+    # With no signal from the model and equal genre affinity, the blend ranks as popularity does.
+    assert report["test_ndcg_at_10"] == pytest.approx(report["baseline_popularity_ndcg_at_10"])

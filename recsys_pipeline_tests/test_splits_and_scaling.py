@@ -69,7 +69,8 @@ def _features_and_scalers(labelled: pd.DataFrame, movies: pd.DataFrame):
     movie_table = features.build_movie_features(movies, train)
     user_table = features.build_user_genre_averages(labelled["userId"].unique(), train, movie_table)
     scalers = fit_scalers(train, user_table, features.user_input_columns(user_table), movie_table, features.movie_input_columns(movie_table))
-    return movie_table, user_table, scalers
+    fold_users, fold_movies = features.out_of_fold_tables(train, features.rating_folds(len(train), 5, 47005), 5, user_table, movie_table)
+    return movie_table, user_table, scalers, fold_users, fold_movies
 
 
 def test_changing_held_out_ratings_changes_no_feature_and_no_scaler(real_movielens_dir):
@@ -86,8 +87,46 @@ def test_changing_held_out_ratings_changes_no_feature_and_no_scaler(real_moviele
     pd.testing.assert_frame_equal(original[0], changed[0])
     pd.testing.assert_frame_equal(original[1], changed[1])
     assert original[2] == changed[2]
+    # The out-of-fold tables the training ratings read.
+    for original_tables, changed_tables in ((original[3], changed[3]), (original[4], changed[4])):
+        for before, after in zip(original_tables, changed_tables, strict=True):
+            pd.testing.assert_frame_equal(before, after)
 
     # Control: the same tampering on training rows does move the features.
     tampered_train = labelled.copy()
     tampered_train.loc[~held_out, "rating"] = 5.0
-    assert not _features_and_scalers(tampered_train, movies)[0]["average_rating"].equals(original[0]["average_rating"])
+    moved = _features_and_scalers(tampered_train, movies)
+    assert not moved[0]["average_rating"].equals(original[0]["average_rating"])
+    assert not moved[1]["shrunk_mean"].equals(original[1]["shrunk_mean"])
+    assert not moved[3][0]["shrunk_mean"].equals(original[3][0]["shrunk_mean"])
+
+
+def test_chronological_split_puts_each_users_latest_ratings_in_test():
+    rng = np.random.default_rng(5)
+    ratings = pd.DataFrame(
+        {
+            "userId": np.r_[np.full(10, 1), np.full(20, 2)],
+            "movieId": np.r_[np.arange(10), np.arange(20)],
+            "rating": 3.0,
+            "timestamp": np.r_[rng.permutation(10) + 100, rng.permutation(20) + 500],
+        }
+    ).sample(frac=1.0, random_state=1, ignore_index=True)
+    labelled = splits.assign_splits(ratings, fractions=(0.7, 0.15, 0.15), method=splits.CHRONOLOGICAL)
+    assert labelled[["userId", "movieId", "timestamp"]].equals(ratings[["userId", "movieId", "timestamp"]])
+    by_split = labelled.groupby(["userId", "split"], observed=True)["timestamp"].apply(sorted).to_dict()
+    # user 1, 10 ratings: positions 0-6 train, 7-8 validation (>= 7), 9 test (>= 8.5).
+    assert by_split[(1, "train")] == list(range(100, 107))
+    assert by_split[(1, "validation")] == [107, 108] and by_split[(1, "test")] == [109]
+    # user 2, 20 ratings: 14 train, 3 validation (>= 14), 3 test (>= 17).
+    assert by_split[(2, "validation")] == [514, 515, 516] and by_split[(2, "test")] == [517, 518, 519]
+
+
+def test_chronological_split_of_the_real_ratings_is_a_clean_partition(real_movielens_dir):
+    ratings = read_ratings(real_movielens_dir)
+    labelled = splits.assign_splits(ratings, method=splits.CHRONOLOGICAL)
+    assert splits.partition_problems(labelled, len(ratings), splits.DEFAULT_FRACTIONS) == []
+    latest_train = labelled[labelled["split"] == "train"].groupby("userId")["timestamp"].max()
+    earliest_test = labelled[labelled["split"] == "test"].groupby("userId")["timestamp"].min()
+    assert (earliest_test >= latest_train.reindex(earliest_test.index)).all()
+    with pytest.raises(ValueError, match="unknown split method 'weekly'"):
+        splits.assign_splits(ratings, method="weekly")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_pipeline import evaluation, features, movielens, similarity, splits
-from recsys_pipeline.model_inputs import predict_scaled, rating_rows, scaled_inputs
+from recsys_pipeline.model_inputs import rating_rows, scaled_inputs, side_inputs
 from recsys_pipeline.orchestration.automation import ON_ACCEPTED_MODEL_UPDATE, ON_UPSTREAM_UPDATE
 from recsys_pipeline.orchestration.checks import REGRESSION_GATE, regression_gate_result
 from recsys_pipeline.orchestration.metadata import line_chart, table_metadata
@@ -103,8 +103,10 @@ def raw_movielens(movielens_source: MovieLensSource):
 
 
 class SplitConfig(dg.Config):
-    """Fractions of ratings assigned at random to train, validation and test."""
+    """Fractions of ratings assigned to train, validation and test; `method` "random" (the peers'
+    split) or "chronological" (each user's latest ratings in test, the previous ones in validation)."""
 
+    method: str = splits.RANDOM
     train_fraction: float = splits.DEFAULT_FRACTIONS[0]
     validation_fraction: float = splits.DEFAULT_FRACTIONS[1]
     test_fraction: float = splits.DEFAULT_FRACTIONS[2]
@@ -123,12 +125,12 @@ def rating_splits(config: SplitConfig, reproducibility: Reproducibility, raw_rat
     Nothing downstream is fitted on validation or test rows: they only measure.
     """
     fractions = (config.train_fraction, config.validation_fraction, config.test_fraction)
-    labelled = splits.assign_splits(raw_ratings, reproducibility.seed, fractions)
+    labelled = splits.assign_splits(raw_ratings, reproducibility.seed, fractions, config.method)
     counts = labelled["split"].value_counts()
     problems = splits.partition_problems(labelled, len(raw_ratings), fractions)
     return dg.MaterializeResult(
         value=labelled,
-        metadata={**table_metadata(labelled), "seed": reproducibility.seed, **{f"{name}_ratings": int(counts[name]) for name in splits.SPLITS}},
+        metadata={**table_metadata(labelled), "seed": reproducibility.seed, "method": config.method, **{f"{name}_ratings": int(counts[name]) for name in splits.SPLITS}},
         check_results=[
             dg.AssetCheckResult(
                 check_name="partition_of_ratings",
@@ -140,10 +142,10 @@ def rating_splits(config: SplitConfig, reproducibility: Reproducibility, raw_rat
     )
 
 
-@dg.asset(group_name="features", kinds={"pandas", "parquet"}, code_version="1", automation_condition=ON_UPSTREAM_UPDATE)
+@dg.asset(group_name="features", kinds={"pandas", "parquet"}, code_version="2", automation_condition=ON_UPSTREAM_UPDATE)
 def movie_features(raw_movies: pd.DataFrame, rating_splits: pd.DataFrame) -> dg.MaterializeResult[pd.DataFrame]:
     """One row per movie: release year (imputed and flagged where the title has none), one-hot genres,
-    and average rating and rating count from training ratings only."""
+    and from training ratings only its rating count, average, shrunk mean and spread."""
     table = features.build_movie_features(raw_movies, splits.training_rows(rating_splits))
     return dg.MaterializeResult(
         value=table,
@@ -156,10 +158,11 @@ def movie_features(raw_movies: pd.DataFrame, rating_splits: pd.DataFrame) -> dg.
     )
 
 
-@dg.asset(group_name="features", kinds={"pandas", "parquet"}, code_version="1", automation_condition=ON_UPSTREAM_UPDATE)
+@dg.asset(group_name="features", kinds={"pandas", "parquet"}, code_version="2", automation_condition=ON_UPSTREAM_UPDATE)
 def user_genre_averages(rating_splits: pd.DataFrame, movie_features: pd.DataFrame) -> dg.MaterializeResult[pd.DataFrame]:
-    """One row per user: average training rating overall and per genre (the user's own average
-    where they rated no movie of a genre)."""
+    """One row per user from training ratings: count, average, shrunk mean and spread; per genre the
+    average (the user's own where they rated no movie of the genre), the share of their ratings and
+    the shrunk preference."""
     users = np.unique(rating_splits["userId"].to_numpy())
     table = features.build_user_genre_averages(users, splits.training_rows(rating_splits), movie_features)
     return dg.MaterializeResult(
@@ -172,7 +175,7 @@ def user_genre_averages(rating_splits: pd.DataFrame, movie_features: pd.DataFram
 
 
 @dg.asset(
-    group_name="features", kinds={"json"}, io_manager_key="json_io_manager", code_version="1", automation_condition=ON_UPSTREAM_UPDATE
+    group_name="features", kinds={"json"}, io_manager_key="json_io_manager", code_version="2", automation_condition=ON_UPSTREAM_UPDATE
 )
 def fitted_scalers(rating_splits: pd.DataFrame, user_genre_averages: pd.DataFrame, movie_features: pd.DataFrame) -> dg.MaterializeResult[dict]:
     """Standardisation of the user and movie inputs and min-max scaling of ratings to [-1, 1],
@@ -198,19 +201,30 @@ def fitted_scalers(rating_splits: pd.DataFrame, user_genre_averages: pd.DataFram
 
 
 class TrainingConfig(dg.Config):
-    """Training settings of the two-tower network; the seed comes from the `reproducibility` resource."""
+    """Settings of the two-tower network and its training; the seed comes from the `reproducibility`
+    resource. `hybrid` adds learned user and movie ID embeddings and biases beside the content
+    towers; False is the pure content model (the notebook's design), which also serves cold starts."""
 
     epochs: int = 30
-    batch_size: int = 512
-    learning_rate: float = 1e-3
-    early_stopping_patience: int = 3
+    batch_size: int = 1024
+    learning_rate: float = 5e-3
+    early_stopping_patience: int = 4
+    lr_reduction_factor: float = 0.3
+    lr_reduction_patience: int = 1
+    tower_widths: list[int] = [128, 64]
+    embedding_size: int = 32
+    dropout: float = 0.2
+    id_embedding_l2: float = 1e-3
+    id_bias_l2: float = 1e-5
+    hybrid: bool = True
+    out_of_fold_folds: int = 5
 
 
 @dg.asset(
     group_name="model",
     kinds={"keras", "tensorflow"},
     io_manager_key="keras_io_manager",
-    code_version="1",
+    code_version="2",
     automation_condition=ON_UPSTREAM_UPDATE,
     pool="training",  # one training at a time where the instance limits pools (see dagster.yaml)
     check_specs=[
@@ -228,13 +242,14 @@ def trained_model(
     movie_features: pd.DataFrame,
     fitted_scalers: dict,
 ):
-    """The candidate model: the notebook's two-tower network (Dense 256-128-32 per tower,
-    unit-normalised, dot product), trained on training ratings with early stopping on validation
-    loss. It becomes accepted_model only if its blocking checks pass."""
+    """The candidate model: two towers (Dense 128-64-32 with dropout per side, plus ID embeddings
+    in the hybrid) whose free dot product, scaled, plus biases predicts stars. Training ratings read
+    their rating statistics out of fold (computed without their own fold), so the network learns to
+    trust them as much as they deserve on unseen ratings. Early stopping on validation loss. It
+    becomes accepted_model only if its blocking checks pass."""
     from recsys_pipeline import two_tower
 
     scalers = FittedScalers.from_dict(fitted_scalers)
-    inputs = scaled_inputs(user_genre_averages, movie_features, scalers)
     train = splits.training_rows(rating_splits)
     validation = rating_splits[rating_splits["split"] == "validation"]
     settings = two_tower.TrainingSettings(
@@ -242,28 +257,27 @@ def trained_model(
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         patience=config.early_stopping_patience,
+        lr_factor=config.lr_reduction_factor,
+        lr_patience=config.lr_reduction_patience,
         seed=reproducibility.seed,
+        hidden_units=tuple(config.tower_widths),
+        embedding_size=config.embedding_size,
+        dropout=config.dropout,
+        id_l2=config.id_embedding_l2,
+        id_bias_l2=config.id_bias_l2,
+        hybrid=config.hybrid,
     )
 
     def log_epoch(epoch: int, logs: dict[str, float]) -> None:
         context.log.info(f"epoch {epoch + 1}/{settings.epochs}: loss {logs.get('loss', np.nan):.4f}, val_loss {logs.get('val_loss', np.nan):.4f}")
 
     started = time.perf_counter()
-    model, history = two_tower.train_two_tower(
-        inputs.user_matrix,
-        inputs.movie_matrix,
-        rating_rows(train, inputs, scalers),
-        rating_rows(validation, inputs, scalers),
-        settings,
-        on_epoch_end=log_epoch,
+    model, history, inputs = two_tower.train_on_ratings(
+        train, validation, user_genre_averages, movie_features, scalers, settings, config.out_of_fold_folds, on_epoch_end=log_epoch
     )
     training_seconds = time.perf_counter() - started
 
-    user_embeddings = two_tower.embed(model, two_tower.USER_TOWER, inputs.user_matrix)
-    movie_embeddings = two_tower.embed(model, two_tower.MOVIE_TOWER, inputs.movie_matrix)
-    predicted = evaluation.clip_stars(
-        scalers.target.to_stars(predict_scaled(user_embeddings, movie_embeddings, rating_rows(validation, inputs, scalers)))
-    )
+    predicted = evaluation.clip_stars(two_tower.scorer(model, inputs).predict(rating_rows(validation, inputs)))
     val_rmse = evaluation.rmse(predicted, validation["rating"])
     global_mean_rmse = evaluation.rmse(np.full(len(validation), train["rating"].mean()), validation["rating"])
     best_epoch = int(np.argmin(history["val_loss"])) + 1
@@ -277,7 +291,7 @@ def trained_model(
             "training_seconds": training_seconds,
             "parameters": int(model.count_params()),
             "loss_curve": line_chart(
-                {"training": history["loss"], "validation": history["val_loss"]}, "Loss per epoch", "epoch", "MSE on the [-1, 1] scale"
+                {"training": history["loss"], "validation": history["val_loss"]}, "Loss per epoch", "epoch", "MSE in stars² (training: with regularisation)"
             ),
         },
         check_results=[
@@ -328,14 +342,16 @@ def accepted_model(context: dg.AssetExecutionContext, model_gate: ModelGate, tra
 
 
 @dg.asset(
-    group_name="model", kinds={"numpy"}, io_manager_key="numpy_io_manager", code_version="1", automation_condition=ON_ACCEPTED_MODEL_UPDATE
+    group_name="model", kinds={"numpy"}, io_manager_key="numpy_io_manager", code_version="2", automation_condition=ON_ACCEPTED_MODEL_UPDATE
 )
 def movie_embeddings(accepted_model, movie_features: pd.DataFrame, fitted_scalers: dict) -> dg.MaterializeResult[np.ndarray]:
-    """The unit-length embedding of every movie from the movie tower; row i is movie_features row i."""
+    """Every movie's vector from the movie side (content tower plus ID embedding in the hybrid),
+    L2-normalised to unit length for similarity; row i is movie_features row i."""
     from recsys_pipeline import two_tower
 
     scalers = FittedScalers.from_dict(fitted_scalers)
-    embeddings = two_tower.embed(accepted_model, two_tower.MOVIE_TOWER, scalers.movie.transform(movie_features))
+    vectors = two_tower.embed(accepted_model, two_tower.MOVIE_TOWER, side_inputs([movie_features], scalers.movie)).vectors
+    embeddings = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return dg.MaterializeResult(value=embeddings, metadata={"movies": embeddings.shape[0], "dimensions": embeddings.shape[1]})
 
 
@@ -380,31 +396,32 @@ def _example_neighbours(table: pd.DataFrame, movie_features: pd.DataFrame) -> dg
 # --- evaluation -----------------------------------------------------------------------------------
 
 
-@dg.asset(group_name="evaluation", kinds={"pandas", "parquet"}, code_version="1", automation_condition=ON_ACCEPTED_MODEL_UPDATE)
+@dg.asset(group_name="evaluation", kinds={"pandas", "parquet"}, code_version="2", automation_condition=ON_ACCEPTED_MODEL_UPDATE)
 def model_evaluation(
     accepted_model, rating_splits: pd.DataFrame, user_genre_averages: pd.DataFrame, movie_features: pd.DataFrame, fitted_scalers: dict
 ) -> dg.MaterializeResult[pd.DataFrame]:
     """Validation and test error of the accepted model in stars (and MSE on the [-1, 1] scale), beside a
-    global-mean and a user+item bias baseline fitted on the same training ratings."""
+    global-mean and a user+item bias baseline fitted on the same training ratings; and top-10
+    ranking quality on test (precision and NDCG, relevant = rated in test, candidates = every movie
+    not rated in training) of the model's blended score beside the most-popular baseline."""
     from recsys_pipeline import two_tower
 
     scalers = FittedScalers.from_dict(fitted_scalers)
     inputs = scaled_inputs(user_genre_averages, movie_features, scalers)
     train = splits.training_rows(rating_splits)
-    user_embeddings = two_tower.embed(accepted_model, two_tower.USER_TOWER, inputs.user_matrix)
-    movie_embeddings = two_tower.embed(accepted_model, two_tower.MOVIE_TOWER, inputs.movie_matrix)
+    scorer = two_tower.scorer(accepted_model, inputs)
     held_out = rating_splits[rating_splits["split"] != "train"]
-    model_stars = scalers.target.to_stars(predict_scaled(user_embeddings, movie_embeddings, rating_rows(held_out, inputs, scalers)))
     bias = evaluation.fit_bias_baseline(train)
     table = evaluation.error_table(
         held_out,
         {
-            TWO_TOWER: evaluation.clip_stars(model_stars),
+            TWO_TOWER: evaluation.clip_stars(scorer.predict(rating_rows(held_out, inputs))),
             "global_mean": np.full(len(held_out), train["rating"].mean()),
             "user_item_bias": evaluation.clip_stars(bias.predict(held_out)),
         },
         scalers.target.to_unit,
     )
+    ranking = _ranking(scorer, inputs, train, rating_splits[rating_splits["split"] == "test"], user_genre_averages, movie_features)
     metric = table.set_index(["model", "split"])
     return dg.MaterializeResult(
         value=table,
@@ -415,6 +432,19 @@ def model_evaluation(
             "val_rmse": float(metric.loc[(TWO_TOWER, "validation"), "rmse"]),
             "baseline_global_mean_rmse": float(metric.loc[("global_mean", "test"), "rmse"]),
             "baseline_bias_rmse": float(metric.loc[("user_item_bias", "test"), "rmse"]),
+            **ranking,
             "comparison": dg.MetadataValue.md(table.round(4).to_markdown(index=False)),
         },
+    )
+
+
+def _ranking(scorer, inputs, train: pd.DataFrame, test: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame) -> dict[str, float]:
+    train_rows, test_rows = rating_rows(train, inputs), rating_rows(test, inputs)
+    return evaluation.ranking_report(
+        scorer.scores,
+        (train_rows.user_rows, train_rows.movie_rows),
+        (test_rows.user_rows, test_rows.movie_rows),
+        movie_features["rating_count"].to_numpy(),
+        user_features[features.user_share_columns(user_features)].to_numpy(),
+        movie_features[features.genre_columns(movie_features)].to_numpy(),
     )

@@ -98,9 +98,9 @@ def scaled_training_inputs_finite(
     """The scaled inputs the network trains on are finite, and scaled targets lie in [-1, 1]."""
     scalers = FittedScalers.from_dict(fitted_scalers)
     inputs = scaled_inputs(user_genre_averages, movie_features, scalers)
-    rows = rating_rows(splits.training_rows(rating_splits), inputs, scalers)
-    bad_inputs = int((~np.isfinite(inputs.user_matrix)).sum() + (~np.isfinite(inputs.movie_matrix)).sum())
-    targets_out_of_range = int(((rows.targets < -1 - TOLERANCE) | (rows.targets > 1 + TOLERANCE)).sum())
+    targets = scalers.target.to_unit(rating_rows(splits.training_rows(rating_splits), inputs).targets)
+    bad_inputs = int((~np.isfinite(inputs.users.matrix)).sum() + (~np.isfinite(inputs.movies.matrix)).sum())
+    targets_out_of_range = int(((targets < -1 - TOLERANCE) | (targets > 1 + TOLERANCE)).sum())
     return dg.AssetCheckResult(
         passed=bad_inputs == 0 and targets_out_of_range == 0,
         metadata={"non_finite_inputs": bad_inputs, "targets_out_of_range": targets_out_of_range},

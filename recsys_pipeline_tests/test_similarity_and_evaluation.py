@@ -103,3 +103,13 @@ def test_ranking_report_ranks_the_popularity_baseline_by_training_count():
     assert report["baseline_popularity_precision_at_10"] == pytest.approx((2 / 10 + 1 / 10) / 2)
     # With no signal from the model and equal genre affinity, the blend ranks as popularity does.
     assert report["test_ndcg_at_10"] == pytest.approx(report["baseline_popularity_ndcg_at_10"])
+
+
+def test_top_k_equals_a_stable_full_sort_with_ties_and_excluded_movies():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, k = int(rng.integers(1, 30)), int(rng.integers(1, 12))
+        scores = rng.integers(0, 4, size=(5, n)).astype("float64")  # many ties
+        scores[rng.random((5, n)) < 0.2] = -np.inf  # seen in training
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(evaluation._top_k(scores, k), expected)

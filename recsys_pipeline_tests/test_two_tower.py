@@ -53,3 +53,31 @@ def test_hybrid_zeroes_the_out_of_vocabulary_rows_so_unseen_users_get_content_on
         for layer in ("id_embedding", "id_bias"):
             weights = model.get_layer(side).get_layer(f"{side}_{layer}").get_weights()[0]
             assert np.all(weights[-1] == 0) and np.any(weights[:-1] != 0)
+
+
+def test_the_graph_runs_the_content_model_on_the_chronological_split(synthetic_movielens_dir, tmp_path):
+    import dagster as dg
+    import pandas as pd
+
+    from recsys_pipeline.definitions import build_definitions
+
+    run_config = {
+        "ops": {
+            "rating_splits": {"config": {"method": "chronological"}},
+            "trained_model": {"config": {"epochs": 1, "hybrid": False, "tower_widths": [16], "embedding_size": 8}},
+        }
+    }
+    job = build_definitions(str(synthetic_movielens_dir), tmp_path).resolve_job_def("recsys_pipeline")
+    result = job.execute_in_process(run_config=run_config, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert result.success
+    assert [e.check_name for e in result.get_asset_check_evaluations() if not e.passed] == []
+    metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert metadata["rating_splits"]["method"].value == "chronological"
+    assert {"test_precision_at_10", "test_ndcg_at_10", "baseline_popularity_ndcg_at_10"} <= set(metadata["model_evaluation"])
+
+    labelled = pd.read_parquet(tmp_path / "artifacts" / "rating_splits.parquet")
+    latest_train = labelled[labelled["split"] == "train"].groupby("userId")["timestamp"].max()
+    earliest_test = labelled[labelled["split"] == "test"].groupby("userId")["timestamp"].min()
+    assert (earliest_test >= latest_train.reindex(earliest_test.index)).all()
+    model = two_tower.load_model(str(tmp_path / "artifacts" / "accepted_model.keras"))
+    assert not two_tower.is_hybrid(model)

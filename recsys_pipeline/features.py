@@ -53,7 +53,9 @@ def build_movie_features(movies: pd.DataFrame, train_ratings: pd.DataFrame) -> p
     """One row per movie, sorted by movieId: year, one-hot genres and training rating statistics.
 
     A title without a year gets the median known year and `year_imputed = True`. A movie with no
-    training rating gets the global training mean as its average and a count of 0.
+    training rating gets the global training mean as its average and a count of 0. `shrunk_mean`
+    is (sum + 5·global mean) / (count + 5), so a movie rated once by an enthusiast stays near the
+    mean; `rating_std` is the population standard deviation (0 below two ratings).
     """
     movies = movies.sort_values("movieId", ignore_index=True)
     year = parse_release_year(movies["title"])
@@ -72,7 +74,6 @@ def build_movie_features(movies: pd.DataFrame, train_ratings: pd.DataFrame) -> p
             "rating_count": count.astype("int64"),
             "log_rating_count": np.log1p(count),
             "shrunk_mean": (total + SHRINKAGE * global_mean) / (count + SHRINKAGE),
-            # Population std (0 below two ratings): how divisive the movie is.
             "rating_std": _population_std(stats["std"].reindex(movies["movieId"]).fillna(0.0).to_numpy(), count),
         }
     )

@@ -113,3 +113,17 @@ def test_top_k_equals_a_stable_full_sort_with_ties_and_excluded_movies():
         scores[rng.random((5, n)) < 0.2] = -np.inf  # seen in training
         expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         np.testing.assert_array_equal(evaluation._top_k(scores, k), expected)
+
+
+def test_ranking_metrics_sample_users_beyond_the_limit():
+    # 40 users, each with movie u % 5 relevant; scores put movie 0 first, so users 0, 5, 10, ... hit.
+    users = np.arange(40)
+    test_pairs = (users, users % 5)
+    train_pairs = (np.array([], dtype=int), np.array([], dtype=int))
+    scores = lambda rows: np.tile(-np.arange(5.0), (len(rows), 1))  # noqa: E731
+    everyone = evaluation.ranking_metrics(scores, train_pairs, test_pairs, n_movies=5, k=1)
+    assert everyone["precision_at_1"] == pytest.approx(8 / 40)
+    sample = evaluation.ranking_metrics(scores, train_pairs, test_pairs, n_movies=5, k=1, max_users=10)
+    assert sample == evaluation.ranking_metrics(scores, train_pairs, test_pairs, n_movies=5, k=1, max_users=10)
+    sampled = np.random.default_rng(0).choice(users, 10, replace=False)
+    assert sample["precision_at_1"] == pytest.approx(np.mean(sampled % 5 == 0))

@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster
 
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install pipeline test ui
+.PHONY: install instance browser pipeline test ui
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,20 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-pipeline: $(INSTALLED)
+# The instance settings (pools, run limits) live in $DAGSTER_HOME/dagster.yaml; an edited copy is kept.
+instance:
 	mkdir -p "$(DAGSTER_HOME)"
+	cp -n dagster.yaml "$(DAGSTER_HOME)/dagster.yaml" 2>/dev/null || true
+
+# The UI test drives Debian's Chromium (playwright never downloads a browser here).
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+pipeline: $(INSTALLED) instance
 	$(VENV)/bin/dagster asset materialize -m recsys_pipeline.definitions --select '*'
 
-test: $(INSTALLED)
+test: $(INSTALLED) browser
 	$(VENV)/bin/python -m pytest
 
-ui: $(INSTALLED)
-	mkdir -p "$(DAGSTER_HOME)"
+ui: $(INSTALLED) instance
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -3,8 +3,9 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-# A persistent Dagster instance, so runs, materializations and schedules survive between commands.
-export DAGSTER_HOME ?= $(CURDIR)/.dagster
+# A persistent Dagster instance for `pipeline` and `ui`, so runs, materializations and schedules
+# survive between commands. The tests make their own instances.
+DAGSTER_HOME ?= $(CURDIR)/.dagster
 
 INSTALLED := $(VENV)/.installed
 
@@ -28,10 +29,10 @@ browser:
 	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 pipeline: $(INSTALLED) instance
-	$(VENV)/bin/dagster asset materialize -m recsys_pipeline.definitions --select '*'
+	DAGSTER_HOME="$(DAGSTER_HOME)" $(VENV)/bin/dagster asset materialize -m recsys_pipeline.definitions --select '*'
 
 test: $(INSTALLED) browser
 	$(VENV)/bin/python -m pytest
 
 ui: $(INSTALLED) instance
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	DAGSTER_HOME="$(DAGSTER_HOME)" $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

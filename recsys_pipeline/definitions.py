@@ -20,6 +20,12 @@ from recsys_pipeline.orchestration.resources import MovieLensSource, Reproducibi
 from recsys_pipeline.splits import DEFAULT_SEED
 
 ARTIFACTS = "artifacts"
+# Steps fork from a server that has already imported these definitions (not TensorFlow), instead of
+# each starting a fresh interpreter and re-importing Dagster, pandas and the code location.
+EXECUTOR = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": ["recsys_pipeline.definitions"]}}},
+    name="forkserver_multiprocess",
+)
 
 
 def build_definitions(source: str, data_dir: str | Path, seed: int = DEFAULT_SEED) -> dg.Definitions:
@@ -31,6 +37,7 @@ def build_definitions(source: str, data_dir: str | Path, seed: int = DEFAULT_SEE
     return dg.Definitions(
         assets=dg.load_assets_from_modules([assets]),
         asset_checks=CHECKS,
+        executor=EXECUTOR,
         jobs=[dg.define_asset_job("recsys_pipeline", selection=dg.AssetSelection.all(), description="Every asset, from raw data to evaluation.")],
         resources={
             "movielens_source": MovieLensSource(location=source, cache_dir=str(data_dir)),

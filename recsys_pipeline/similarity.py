@@ -6,16 +6,25 @@ instead of the lab's Python double loop, and always lies in [0, 4].
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 MAX_SQUARED_DISTANCE = 4.0
+# 20,000 movies make a 1.6 GB float32 matrix; MovieLens 25M's 62,423 would make 15.6 GB.
+DEFAULT_MAX_MATRIX_MOVIES = 20_000
+
+
+def _to_distance(similarity: np.ndarray) -> np.ndarray:
+    """Squared distances in float32 from dot products of unit vectors."""
+    return np.clip(2.0 - 2.0 * similarity, 0.0, MAX_SQUARED_DISTANCE).astype("float32")
 
 
 def _distance_block(rows: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
     """Squared distances from each of `rows` to every embedding, in float32."""
-    block = rows.astype("float64") @ embeddings.astype("float64").T
-    return np.clip(2.0 - 2.0 * block, 0.0, MAX_SQUARED_DISTANCE).astype("float32")
+    return _to_distance(rows.astype("float64") @ embeddings.astype("float64").T)
 
 
 def squared_distance_matrix(embeddings: np.ndarray, block_rows: int = 2048, out: np.ndarray | None = None) -> np.ndarray:
@@ -35,25 +44,57 @@ def squared_distance_matrix(embeddings: np.ndarray, block_rows: int = 2048, out:
     return matrix
 
 
-def nearest_neighbours(embeddings: np.ndarray, k: int, block_rows: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class DistanceMatrixFile:
+    """The distance matrix of `embeddings`, computed only when it is written, block by block, into a
+    memory-mapped `.npy` file, so memory holds one block rather than the whole (n, n) matrix."""
+
+    embeddings: np.ndarray
+    block_rows: int = 2048
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.embeddings), len(self.embeddings))
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.shape[1] * np.dtype("float32").itemsize
+
+    def write_npy(self, path: str | os.PathLike) -> None:
+        matrix = np.lib.format.open_memmap(path, mode="w+", dtype="float32", shape=self.shape)
+        squared_distance_matrix(self.embeddings, self.block_rows, out=matrix)
+        matrix.flush()
+        del matrix
+
+
+def nearest_neighbours(embeddings: np.ndarray, k: int, block_elements: int = 2**23) -> tuple[np.ndarray, np.ndarray]:
     """For each row, the `k` nearest other rows and their squared distances, nearest first.
 
-    Exact (no approximation), in row blocks so memory stays at `block_rows` x n. Ties are broken by
-    the lower row number, so the result is deterministic.
+    Exact (no approximation): for unit vectors the nearest rows are those with the largest dot
+    product, computed in float64. Rows are processed in blocks of about `block_elements` products,
+    so memory stays bounded (tens of MB) whatever the number of movies. Ties are broken by the
+    lower row number, including ties at the k-th place, so the result is deterministic.
     """
     n = len(embeddings)
     k = min(k, n - 1)
+    block_rows = max(1, block_elements // max(n, 1))
+    columns = np.ascontiguousarray(embeddings, dtype="float64").T
     neighbours = np.empty((n, k), dtype="int64")
     distances = np.empty((n, k), dtype="float32")
     for start in range(0, n, block_rows):
         stop = min(start + block_rows, n)
-        block = _distance_block(embeddings[start:stop], embeddings)
-        block[np.arange(stop - start), np.arange(start, stop)] = np.inf  # a movie is not its own neighbour
-        candidates = np.argpartition(block, k, axis=1)[:, : k + 1]
-        candidate_distances = np.take_along_axis(block, candidates, axis=1)
-        order = np.lexsort((candidates, candidate_distances), axis=1)[:, :k]
-        neighbours[start:stop] = np.take_along_axis(candidates, order, axis=1)
-        distances[start:stop] = np.take_along_axis(candidate_distances, order, axis=1)
+        similarity = np.asarray(embeddings[start:stop], dtype="float64") @ columns
+        similarity[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # a movie is not its own neighbour
+        best = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        best_similarity = np.take_along_axis(similarity, best, axis=1)
+        order = np.lexsort((best, -best_similarity), axis=1)
+        best = np.take_along_axis(best, order, axis=1)
+        # Where another row ties the k-th, argpartition chose among them arbitrarily: sort those rows fully.
+        kth = np.take_along_axis(similarity, best[:, -1:], axis=1)
+        for row in np.flatnonzero((similarity >= kth).sum(axis=1) > k):
+            best[row] = np.lexsort((np.arange(n), -similarity[row]))[:k]
+        neighbours[start:stop] = best
+        distances[start:stop] = _to_distance(np.take_along_axis(similarity, best, axis=1))
     return neighbours, distances
 
 

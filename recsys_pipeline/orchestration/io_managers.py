@@ -6,6 +6,8 @@ failed or killed run leaves the previous artifact intact. Object stores are writ
 """
 
 import json
+import resource
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -26,6 +28,10 @@ class _ArtifactIOManager(dg.UPathIOManager):
 
     def read(self, path: Path) -> Any:
         raise NotImplementedError
+
+    def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, Any]:
+        # Each step runs in its own process, so this is the step's peak memory, computation and write included.
+        return {"peak_rss_mb": round(peak_rss_bytes() / 2**20, 1)}
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         if _is_local(path):
@@ -61,7 +67,10 @@ class ParquetIOManager(_ArtifactIOManager):
 class NumpyIOManager(_ArtifactIOManager):
     extension = ".npy"
 
-    def write(self, obj: np.ndarray, path: Path) -> None:
+    def write(self, obj: Any, path: Path) -> None:
+        if hasattr(obj, "write_npy"):  # an array too large to hold, streamed to disk block by block
+            obj.write_npy(path)
+            return
         with open(path, "wb") as file:
             np.save(file, np.asarray(obj), allow_pickle=False)
 
@@ -107,6 +116,12 @@ class ArtifactStore(dg.ConfigurableIOManagerFactory):
 
     def create_io_manager(self, context: dg.InitResourceContext) -> _ArtifactIOManager:
         return self.MANAGERS[self.format](base_path=UPath(self.base_path))
+
+
+def peak_rss_bytes() -> int:
+    """The largest resident set size this process has had (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def _is_local(path: UPath) -> bool:

@@ -17,14 +17,10 @@ MAX_SQUARED_DISTANCE = 4.0
 DEFAULT_MAX_MATRIX_MOVIES = 20_000
 
 
-def _to_distance(similarity: np.ndarray) -> np.ndarray:
-    """Squared distances in float32 from dot products of unit vectors."""
-    return np.clip(2.0 - 2.0 * similarity, 0.0, MAX_SQUARED_DISTANCE).astype("float32")
-
-
 def _distance_block(rows: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
     """Squared distances from each of `rows` to every embedding, in float32."""
-    return _to_distance(rows.astype("float64") @ embeddings.astype("float64").T)
+    block = rows.astype("float64") @ embeddings.astype("float64").T
+    return np.clip(2.0 - 2.0 * block, 0.0, MAX_SQUARED_DISTANCE).astype("float32")
 
 
 def squared_distance_matrix(embeddings: np.ndarray, block_rows: int = 2048, out: np.ndarray | None = None) -> np.ndarray:
@@ -68,33 +64,38 @@ class DistanceMatrixFile:
 
 
 def nearest_neighbours(embeddings: np.ndarray, k: int, block_elements: int = 2**23) -> tuple[np.ndarray, np.ndarray]:
-    """For each row, the `k` nearest other rows and their squared distances, nearest first.
+    """For each row, the `k` nearest other rows by squared Euclidean distance, nearest first, and
+    those distances (float32).
 
-    Exact (no approximation): for unit vectors the nearest rows are those with the largest dot
-    product, computed in float64. Rows are processed in blocks of about `block_elements` products,
-    so memory stays bounded (tens of MB) whatever the number of movies. Ties are broken by the
-    lower row number, including ties at the k-th place, so the result is deterministic.
+    Exact, with ties broken by the lower row number. Rows are processed in blocks of about
+    `block_elements` dot products, so memory stays bounded (tens of MB) whatever the number of
+    movies. For near-unit vectors the largest dot products are the nearest rows; every row whose dot
+    product is within the spread of squared norms of the k-th best could still be nearer, so those
+    candidates (usually just k) are ranked by sum((a - b)^2) computed directly, as the lab does.
+    Identical embeddings are then at distance exactly 0, and their ties are exact.
     """
     n = len(embeddings)
     k = min(k, n - 1)
     block_rows = max(1, block_elements // max(n, 1))
-    columns = np.ascontiguousarray(embeddings, dtype="float64").T
+    vectors = np.ascontiguousarray(embeddings, dtype="float64")
+    squared_norms = np.einsum("ij,ij->i", vectors, vectors)
+    # |a-b|^2 = |a|^2 + |b|^2 - 2a.b: a row can beat a larger dot product by at most half the norm spread.
+    margin = (squared_norms.max() - squared_norms.min()) / 2 + 1e-9
     neighbours = np.empty((n, k), dtype="int64")
     distances = np.empty((n, k), dtype="float32")
     for start in range(0, n, block_rows):
         stop = min(start + block_rows, n)
-        similarity = np.asarray(embeddings[start:stop], dtype="float64") @ columns
+        similarity = vectors[start:stop] @ vectors.T
         similarity[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # a movie is not its own neighbour
         best = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        best_similarity = np.take_along_axis(similarity, best, axis=1)
-        order = np.lexsort((best, -best_similarity), axis=1)
-        best = np.take_along_axis(best, order, axis=1)
-        # Where another row ties the k-th, argpartition chose among them arbitrarily: sort those rows fully.
-        kth = np.take_along_axis(similarity, best[:, -1:], axis=1)
-        for row in np.flatnonzero((similarity >= kth).sum(axis=1) > k):
-            best[row] = np.lexsort((np.arange(n), -similarity[row]))[:k]
-        neighbours[start:stop] = best
-        distances[start:stop] = _to_distance(np.take_along_axis(similarity, best, axis=1))
+        kth = np.take_along_axis(similarity, best, axis=1).min(axis=1)
+        rows, columns = np.nonzero(similarity >= (kth - margin)[:, None])
+        direct = np.sum((vectors[start + rows] - vectors[columns]) ** 2, axis=1)
+        order = np.lexsort((columns, direct, rows))  # by row, then distance, then lower row number
+        first = np.searchsorted(rows, np.arange(stop - start))
+        chosen = order[first[:, None] + np.arange(k)]
+        neighbours[start:stop] = columns[chosen]
+        distances[start:stop] = direct[chosen]
     return neighbours, distances
 
 

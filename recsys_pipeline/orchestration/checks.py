@@ -129,8 +129,8 @@ def distance_matrix_matches_embeddings(embedding_distance_matrix: np.ndarray, mo
     additional_ins={"movie_embeddings": dg.AssetIn("movie_embeddings"), "movie_features": dg.AssetIn("movie_features")},
 )
 def similar_movies_are_nearest(similar_movies: pd.DataFrame, movie_embeddings: np.ndarray, movie_features: pd.DataFrame) -> dg.AssetCheckResult:
-    """Each movie's listed neighbours are its nearest others by brute force over the embeddings, at
-    the listed distances: every movie when there are at most CHECKED_MOVIES, a seeded sample above."""
+    """Each movie's listed neighbours are distinct, nearest first, and its nearest others by brute
+    force over the embeddings, at the listed distances: every movie when there are at most CHECKED_MOVIES, a seeded sample above."""
     embeddings = np.asarray(movie_embeddings, dtype="float64")
     n = len(embeddings)
     k = int(similar_movies["rank"].max())
@@ -144,6 +144,8 @@ def similar_movies_are_nearest(similar_movies: pd.DataFrame, movie_embeddings: n
     position = pd.Index(movie_features["movieId"])
     squared_norms = np.sum(embeddings**2, axis=1)
     largest_difference, violations, unknown = 0.0, 0, 0
+    sorted_ids = np.sort(listed_ids, axis=1)
+    malformed = int((np.any(sorted_ids[:, 1:] == sorted_ids[:, :-1], axis=1) | np.any(np.diff(listed_distances, axis=1) < 0, axis=1)).sum())
     for start in range(0, len(checked), MATRIX_BLOCK_ROWS):
         rows = checked[start : start + MATRIX_BLOCK_ROWS]
         # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b in float64, without assuming unit length as the search does.
@@ -156,10 +158,11 @@ def similar_movies_are_nearest(similar_movies: pd.DataFrame, movie_embeddings: n
         kth_smallest = np.partition(distances, k - 1, axis=1)[:, k - 1]
         violations += int((kth_smallest < listed[:, -1] - TOLERANCE).sum())
     return dg.AssetCheckResult(
-        passed=sources_in_order and unknown == 0 and largest_difference < TOLERANCE * 10 and violations == 0,
+        passed=sources_in_order and unknown == 0 and malformed == 0 and largest_difference < TOLERANCE * 10 and violations == 0,
         metadata={
             "checked_movies": len(checked),
             "unknown_neighbour_ids": unknown,
+            "movies_with_repeated_or_unordered_neighbours": malformed,
             "movies": n,
             "largest_distance_difference": largest_difference,
             "movies_with_a_closer_unlisted_movie": violations,

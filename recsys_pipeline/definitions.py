@@ -28,8 +28,11 @@ EXECUTOR = dg.multiprocess_executor.configured(
 )
 
 
-def build_definitions(source: str, data_dir: str | Path, seed: int = DEFAULT_SEED) -> dg.Definitions:
-    """Definitions reading MovieLens from `source` and writing artifacts under `data_dir`."""
+def build_definitions(
+    source: str, data_dir: str | Path, seed: int = DEFAULT_SEED, executor: dg.ExecutorDefinition = EXECUTOR
+) -> dg.Definitions:
+    """Definitions reading MovieLens from `source` and writing artifacts under `data_dir`, run by
+    `executor` (a distributed deployment passes e.g. dagster_k8s.k8s_job_executor; docs/scaling.md)."""
     data_dir = Path(data_dir).expanduser().resolve()
     if "://" not in source:
         source = str(Path(source).expanduser().resolve())
@@ -37,7 +40,7 @@ def build_definitions(source: str, data_dir: str | Path, seed: int = DEFAULT_SEE
     return dg.Definitions(
         assets=dg.load_assets_from_modules([assets]),
         asset_checks=CHECKS,
-        executor=EXECUTOR,
+        executor=executor,
         jobs=[dg.define_asset_job("recsys_pipeline", selection=dg.AssetSelection.all(), description="Every asset, from raw data to evaluation.")],
         resources={
             "movielens_source": MovieLensSource(location=source, cache_dir=str(data_dir)),

@@ -10,7 +10,7 @@ from recsys_pipeline.scaling import FittedScalers
 from recsys_pipeline.similarity import MAX_SQUARED_DISTANCE
 
 SAMPLED_PAIRS = 2_000
-MATRIX_BLOCK_ROWS = 1024
+MATRIX_BLOCK_ROWS = 256
 # Above this many movies, similar_movies is checked against brute force on a seeded sample of movies.
 CHECKED_MOVIES = 10_000
 TOLERANCE = 1e-5

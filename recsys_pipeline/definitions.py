@@ -29,14 +29,21 @@ EXECUTOR = dg.multiprocess_executor.configured(
 
 
 def build_definitions(
-    source: str, data_dir: str | Path, seed: int = DEFAULT_SEED, executor: dg.ExecutorDefinition = EXECUTOR
+    source: str,
+    data_dir: str | Path,
+    seed: int = DEFAULT_SEED,
+    executor: dg.ExecutorDefinition = EXECUTOR,
+    artifacts_base_path: str | None = None,
 ) -> dg.Definitions:
-    """Definitions reading MovieLens from `source` and writing artifacts under `data_dir`, run by
-    `executor` (a distributed deployment passes e.g. dagster_k8s.k8s_job_executor; docs/scaling.md)."""
+    """Definitions reading MovieLens from `source` and writing artifacts under `data_dir`, run by `executor`.
+
+    A distributed deployment (docs/scaling.md) passes e.g. dagster_k8s.k8s_job_executor and an
+    object-store `artifacts_base_path` such as s3://bucket/recsys, which every step can reach.
+    """
     data_dir = Path(data_dir).expanduser().resolve()
     if "://" not in source:
         source = str(Path(source).expanduser().resolve())
-    artifacts = str(data_dir / ARTIFACTS)
+    artifacts = artifacts_base_path or str(data_dir / ARTIFACTS)
     return dg.Definitions(
         assets=dg.load_assets_from_modules([assets]),
         asset_checks=CHECKS,

@@ -4,6 +4,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
+from upath import UPath
 
 from recsys_pipeline.orchestration import assets, checks
 from recsys_pipeline.orchestration.io_managers import ArtifactStore
@@ -69,10 +70,10 @@ def fixed_movie_embeddings() -> np.ndarray:
     return unit_vectors(300, seed=11)
 
 
-def materialize_matrix(tmp_path, max_movies: int) -> dg.ExecuteInProcessResult:
+def materialize_matrix(tmp_path, max_movies: int, base_path: str | None = None) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [fixed_movie_embeddings, assets.embedding_distance_matrix, checks.distance_matrix_well_formed, checks.distance_matrix_matches_embeddings],
-        resources={"numpy_io_manager": ArtifactStore(base_path=str(tmp_path), format="npy")},
+        resources={"numpy_io_manager": ArtifactStore(base_path=base_path or str(tmp_path), format="npy")},
         run_config={"ops": {"embedding_distance_matrix": {"config": {"max_movies": max_movies}}}},
     )
 
@@ -85,6 +86,15 @@ def test_distance_matrix_is_written_up_to_max_movies_and_checked(tmp_path):
     evaluations = result.get_asset_check_evaluations()
     assert {e.check_name for e in evaluations} == {"distance_matrix_well_formed", "distance_matrix_matches_embeddings"}
     assert all(e.passed for e in evaluations)
+
+
+def test_distance_matrix_streams_to_an_object_store_path(tmp_path):
+    # fsspec's in-memory filesystem stands in for s3:// or gs:// (docs/scaling.md).
+    result = materialize_matrix(tmp_path, max_movies=300, base_path="memory://recsys_test/artifacts")
+    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
+    local = tmp_path / "downloaded.npy"
+    local.write_bytes(UPath("memory://recsys_test/artifacts/embedding_distance_matrix.npy").read_bytes())
+    np.testing.assert_array_equal(np.load(local), squared_distance_matrix(unit_vectors(300, seed=11)))
 
 
 def test_distance_matrix_above_max_movies_is_not_written_and_says_why(tmp_path):

@@ -30,8 +30,11 @@ class _ArtifactIOManager(dg.UPathIOManager):
         raise NotImplementedError
 
     def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, Any]:
-        # Each step runs in its own process, so this is the step's peak memory, computation and write included.
-        return {"peak_rss_mb": round(peak_rss_bytes() / 2**20, 1)}
+        # The step's peak memory, inputs, computation and write included; the peak is then reset so
+        # that under the in-process executor the next step measures its own.
+        peak = peak_rss_bytes()
+        reset_peak_rss()
+        return {"peak_rss_mb": round(peak / 2**20, 1)}
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         if _is_local(path):
@@ -119,9 +122,23 @@ class ArtifactStore(dg.ConfigurableIOManagerFactory):
 
 
 def peak_rss_bytes() -> int:
-    """The largest resident set size this process has had (Linux reports KiB, macOS bytes)."""
+    """The largest resident set size of this process since it started or since `reset_peak_rss`."""
+    try:  # Linux: the high-water mark, which reset_peak_rss can lower
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+def reset_peak_rss() -> None:
+    """Lower the high-water mark to the current resident set size (Linux; elsewhere nothing happens)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def _is_local(path: UPath) -> bool:

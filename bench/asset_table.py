@@ -4,7 +4,7 @@ Wall time is STEP_START to STEP_SUCCESS/STEP_FAILURE in the run's event log. Pea
 `peak_rss_mb` metadata every artifact IO manager attaches (the step process's ru_maxrss after the
 artifact is written); check steps write no artifact, so they show only their time.
 
-    DAGSTER_HOME=... python bench/asset_table.py [RUN_ID]
+    DAGSTER_HOME=... python -m bench.asset_table [RUN_ID]
 """
 
 import sys

@@ -4,7 +4,7 @@ notebook's code, in the same run, on ml-latest-small.
 The notebook's code (bench/notebook.py) runs `--baseline-repeats` times (default 1: it takes minutes),
 the package's `--repeats` times; each side's median is reported.
 
-    python bench/bench_features.py [--movielens DIR] [--repeats 5] [--baseline-repeats 1]
+    python -m bench.bench_features [--movielens DIR] [--repeats 5] [--baseline-repeats 1]
 """
 
 import argparse

@@ -6,7 +6,7 @@ bench/run_pipeline.py). Baseline: the notebook's features, scaling and 20 traini
 (bench/notebook.py), in this process. Each side runs `--repeats` times (default 1) and the medians
 are compared.
 
-    python bench/bench_pipeline.py [--movielens DIR] [--repeats 1]
+    python -m bench.bench_pipeline [--movielens DIR] [--repeats 1]
 """
 
 import argparse

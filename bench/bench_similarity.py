@@ -6,7 +6,7 @@ its cost per pair (n^2 pairs): running it whole takes about a quarter of an hour
 Embeddings are the pipeline's (`--embeddings artifacts/movie_embeddings.npy`) or, without one, seeded
 random unit vectors of ml-latest-small's shape (9,742 x 32).
 
-    python bench/bench_similarity.py [--embeddings FILE] [--loop-movies 400] [--repeats 5]
+    python -m bench.bench_similarity [--embeddings FILE] [--loop-movies 400] [--repeats 5]
 """
 
 import argparse

@@ -2,7 +2,7 @@
 against the notebook's (per-rating arrays, 20 epochs at batch 32, Adam 0.01), same run, same
 features, same split, same seed; both report validation RMSE in stars.
 
-    python bench/bench_training.py [--movielens DIR] [--repeats 1] [--baseline-epochs 20]
+    python -m bench.bench_training [--movielens DIR] [--repeats 1] [--baseline-epochs 20]
 """
 
 import argparse

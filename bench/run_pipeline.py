@@ -6,7 +6,7 @@ and prints the wall time, the peak of the tree's summed proportional set size (P
 split between the processes sharing them, so forked steps are not double counted), and the per-step
 table of bench/asset_table.py.
 
-    python bench/run_pipeline.py MOVIELENS_DIR [--config bench/scale_run_config.yaml] [--keep DIR]
+    python -m bench.run_pipeline MOVIELENS_DIR [--config bench/scale_run_config.yaml] [--keep DIR]
 """
 
 import argparse

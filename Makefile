@@ -3,12 +3,13 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-# A persistent Dagster instance, so runs, materializations and schedules survive between commands.
-export DAGSTER_HOME ?= $(CURDIR)/.dagster
+# A persistent Dagster instance for `pipeline` and `ui`, so runs, materializations and schedules
+# survive between commands. The tests make their own instances.
+DAGSTER_HOME ?= $(CURDIR)/.dagster
 
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install pipeline test ui
+.PHONY: install instance browser pipeline test ui
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +19,20 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-pipeline: $(INSTALLED)
+# The instance settings (pools, run limits) live in $DAGSTER_HOME/dagster.yaml; an edited copy is kept.
+instance:
 	mkdir -p "$(DAGSTER_HOME)"
-	$(VENV)/bin/dagster asset materialize -m recsys_pipeline.definitions --select '*'
+	cp -n dagster.yaml "$(DAGSTER_HOME)/dagster.yaml" 2>/dev/null || true
 
-test: $(INSTALLED)
+# The UI test drives Debian's Chromium (playwright never downloads a browser here).
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+pipeline: $(INSTALLED) instance
+	DAGSTER_HOME="$(DAGSTER_HOME)" $(VENV)/bin/dagster asset materialize -m recsys_pipeline.definitions --select '*'
+
+test: $(INSTALLED) browser
 	$(VENV)/bin/python -m pytest
 
-ui: $(INSTALLED)
-	mkdir -p "$(DAGSTER_HOME)"
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+ui: $(INSTALLED) instance
+	DAGSTER_HOME="$(DAGSTER_HOME)" $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -6,10 +6,15 @@ instead of the lab's Python double loop, and always lies in [0, 4].
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 MAX_SQUARED_DISTANCE = 4.0
+# 20,000 movies make a 1.6 GB float32 matrix; MovieLens 25M's 62,423 would make 15.6 GB.
+DEFAULT_MAX_MATRIX_MOVIES = 20_000
 
 
 def _distance_block(rows: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
@@ -35,26 +40,65 @@ def squared_distance_matrix(embeddings: np.ndarray, block_rows: int = 2048, out:
     return matrix
 
 
-def nearest_neighbours(embeddings: np.ndarray, k: int, block_rows: int = 2048, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """For each row (or each of `rows` only), the `k` nearest other rows and their squared distances, nearest first.
+@dataclass(frozen=True)
+class DistanceMatrixFile:
+    """The distance matrix of `embeddings`, computed only when it is written, block by block, into a
+    memory-mapped `.npy` file, so memory holds one block rather than the whole (n, n) matrix."""
 
-    Exact (no approximation), in row blocks so memory stays at `block_rows` x n. Ties are broken by
-    the lower row number, so the result is deterministic.
+    embeddings: np.ndarray
+    block_rows: int = 2048
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.embeddings), len(self.embeddings))
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.shape[1] * np.dtype("float32").itemsize
+
+    def write_npy(self, path: str | os.PathLike) -> None:
+        matrix = np.lib.format.open_memmap(path, mode="w+", dtype="float32", shape=self.shape)
+        squared_distance_matrix(self.embeddings, self.block_rows, out=matrix)
+        matrix.flush()
+        del matrix
+
+
+def nearest_neighbours(
+    embeddings: np.ndarray, k: int, block_elements: int = 2**23, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each row (or each of `rows` only), the `k` nearest other rows by squared Euclidean
+    distance, nearest first, and those distances (float32).
+
+    Exact, with ties broken by the lower row number. Rows are processed in blocks of about
+    `block_elements` dot products, so memory stays bounded (tens of MB) whatever the number of
+    movies. For near-unit vectors the largest dot products are the nearest rows; every row whose dot
+    product is within the spread of squared norms of the k-th best could still be nearer, so those
+    candidates (usually just k) are ranked by sum((a - b)^2) computed directly, as the lab does.
+    Identical embeddings are then at distance exactly 0, and their ties are exact.
     """
     n = len(embeddings)
-    rows = np.arange(n) if rows is None else np.asarray(rows, dtype="int64")
+    queries = np.arange(n) if rows is None else np.asarray(rows, dtype="int64")
     k = min(k, n - 1)
-    neighbours = np.empty((len(rows), k), dtype="int64")
-    distances = np.empty((len(rows), k), dtype="float32")
-    for start in range(0, len(rows), block_rows):
-        stop = min(start + block_rows, len(rows))
-        block = _distance_block(embeddings[rows[start:stop]], embeddings)
-        block[np.arange(stop - start), rows[start:stop]] = np.inf  # a movie is not its own neighbour
-        candidates = np.argpartition(block, k, axis=1)[:, : k + 1]
-        candidate_distances = np.take_along_axis(block, candidates, axis=1)
-        order = np.lexsort((candidates, candidate_distances), axis=1)[:, :k]
-        neighbours[start:stop] = np.take_along_axis(candidates, order, axis=1)
-        distances[start:stop] = np.take_along_axis(candidate_distances, order, axis=1)
+    block_rows = max(1, block_elements // max(n, 1))
+    vectors = np.ascontiguousarray(embeddings, dtype="float64")
+    squared_norms = np.einsum("ij,ij->i", vectors, vectors)
+    # |a-b|^2 = |a|^2 + |b|^2 - 2a.b: a row can beat a larger dot product by at most half the norm spread.
+    margin = (squared_norms.max() - squared_norms.min()) / 2 + 1e-9
+    neighbours = np.empty((len(queries), k), dtype="int64")
+    distances = np.empty((len(queries), k), dtype="float32")
+    for start in range(0, len(queries), block_rows):
+        block = queries[start : start + block_rows]
+        similarity = vectors[block] @ vectors.T
+        similarity[np.arange(len(block)), block] = -np.inf  # a movie is not its own neighbour
+        best = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(similarity, best, axis=1).min(axis=1)
+        hits, columns = np.nonzero(similarity >= (kth - margin)[:, None])
+        direct = np.sum((vectors[block[hits]] - vectors[columns]) ** 2, axis=1)
+        order = np.lexsort((columns, direct, hits))  # by query, then distance, then lower row number
+        first = np.searchsorted(hits, np.arange(len(block)))
+        chosen = order[first[:, None] + np.arange(k)]
+        neighbours[start : start + len(block)] = columns[chosen]
+        distances[start : start + len(block)] = direct[chosen]
     return neighbours, distances
 
 

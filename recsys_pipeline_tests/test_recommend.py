@@ -106,9 +106,9 @@ def test_similar_movies_match_every_row_of_the_full_neighbour_search(movie_featu
 def test_nearest_neighbours_of_chosen_rows_equal_those_rows_of_the_full_search():
     embeddings = np.random.default_rng(0).normal(size=(50, 8))
     embeddings = (embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)).astype("float32")
-    every_neighbour, every_distance = similarity.nearest_neighbours(embeddings, 5, block_rows=7)
+    every_neighbour, every_distance = similarity.nearest_neighbours(embeddings, 5, block_elements=7 * 50)
     rows = np.array([49, 0, 17, 17])
-    neighbours, distances = similarity.nearest_neighbours(embeddings, 5, block_rows=3, rows=rows)
+    neighbours, distances = similarity.nearest_neighbours(embeddings, 5, block_elements=3 * 50, rows=rows)
     np.testing.assert_array_equal(neighbours, every_neighbour[rows])
     np.testing.assert_array_equal(distances, every_distance[rows])
 

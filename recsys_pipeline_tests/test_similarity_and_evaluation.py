@@ -24,7 +24,7 @@ def test_distance_matrix_equals_the_double_loop_and_is_exactly_symmetric():
 
 def test_nearest_neighbours_equal_brute_force_sorting_and_exclude_self():
     embeddings = _unit_vectors(200, 16, 1)
-    neighbours, distances = similarity.nearest_neighbours(embeddings, k=5, block_rows=64)
+    neighbours, distances = similarity.nearest_neighbours(embeddings, k=5, block_elements=64 * 200)
     reference = similarity.squared_distance_matrix(embeddings)
     np.fill_diagonal(reference, np.inf)
     expected = np.argsort(reference, axis=1, kind="stable")[:, :5]

@@ -6,6 +6,8 @@ failed or killed run leaves the previous artifact intact. Object stores are writ
 """
 
 import json
+import resource
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -26,6 +28,13 @@ class _ArtifactIOManager(dg.UPathIOManager):
 
     def read(self, path: Path) -> Any:
         raise NotImplementedError
+
+    def get_metadata(self, context: dg.OutputContext, obj: Any) -> dict[str, Any]:
+        # The step's peak memory, inputs, computation and write included; the peak is then reset so
+        # that under the in-process executor the next step measures its own.
+        peak = peak_rss_bytes()
+        reset_peak_rss()
+        return {"peak_rss_mb": round(peak / 2**20, 1)}
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         if _is_local(path):
@@ -61,7 +70,10 @@ class ParquetIOManager(_ArtifactIOManager):
 class NumpyIOManager(_ArtifactIOManager):
     extension = ".npy"
 
-    def write(self, obj: np.ndarray, path: Path) -> None:
+    def write(self, obj: Any, path: Path) -> None:
+        if hasattr(obj, "write_npy"):  # an array too large to hold, streamed to disk block by block
+            obj.write_npy(path)
+            return
         with open(path, "wb") as file:
             np.save(file, np.asarray(obj), allow_pickle=False)
 
@@ -107,6 +119,26 @@ class ArtifactStore(dg.ConfigurableIOManagerFactory):
 
     def create_io_manager(self, context: dg.InitResourceContext) -> _ArtifactIOManager:
         return self.MANAGERS[self.format](base_path=UPath(self.base_path))
+
+
+def peak_rss_bytes() -> int:
+    """The largest resident set size of this process since it started or since `reset_peak_rss`."""
+    try:  # Linux: the high-water mark, which reset_peak_rss can lower
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def reset_peak_rss() -> None:
+    """Lower the high-water mark to the current resident set size (Linux; elsewhere nothing happens)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def _is_local(path: UPath) -> bool:

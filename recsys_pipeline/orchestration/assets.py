@@ -203,7 +203,8 @@ def fitted_scalers(rating_splits: pd.DataFrame, user_genre_averages: pd.DataFram
 class TrainingConfig(dg.Config):
     """Settings of the two-tower network and its training; the seed comes from the `reproducibility`
     resource. `hybrid` adds learned user and movie ID embeddings and biases beside the content
-    towers; False is the pure content model (the notebook's design), which also serves cold starts."""
+    towers; False is the pure content model (the notebook's two towers on the richer features),
+    the path that also serves cold starts."""
 
     epochs: int = 30
     batch_size: int = 1024

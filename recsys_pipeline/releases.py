@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from recsys_pipeline.atomic import write_json_atomically
+from recsys_pipeline.atomic import fsync_directory, write_json_atomically
 
 MANIFEST = "manifest.json"
 CURRENT = "current.json"
@@ -127,18 +127,10 @@ def publish(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync_directory(releases_dir)
+    fsync_directory(releases_dir)
     make_current(releases_dir, release_id)
     prune(releases_dir, keep)
     return Release(final, manifest)
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def make_current(releases_dir: Path, release_id: str) -> Release:

@@ -3,18 +3,15 @@ the accepted model has materialized and passed its checks."""
 
 import dagster as dg
 import pandas as pd
-import pydantic
 
-from recsys_pipeline import layout, releases, workflow
+from recsys_pipeline import layout, releases, splits, workflow
 from recsys_pipeline.orchestration.automation import ON_ACCEPTED_MODEL_UPDATE
+from recsys_pipeline.orchestration.config import ReleaseConfig
 from recsys_pipeline.orchestration.metadata import rounded
 from recsys_pipeline.orchestration.resources import ReleaseStore
 
-
-class ReleaseConfig(dg.Config):
-    """How many releases to keep; the oldest beyond this are deleted, never the current one."""
-
-    keep_releases: int = pydantic.Field(default=releases.DEFAULT_KEEP, ge=1)
+# Test figures of the accepted model recorded in each release's manifest (and shown by `recsys releases`).
+RELEASED_METRICS = ("test_rmse", "test_mae")
 
 
 @dg.asset(
@@ -37,8 +34,8 @@ def release(context: dg.AssetExecutionContext, config: ReleaseConfig, release_st
         {
             "published_in_run": context.run.run_id,
             "run_id": accepted.run_id if accepted else context.run.run_id,
-            "val_rmse": workflow.model_figure(evaluation, "validation", "rmse"),
-            "metrics": {"test_rmse": workflow.model_figure(evaluation, "test", "rmse"), "test_mae": workflow.model_figure(evaluation, "test", "mae")},
+            "val_rmse": workflow.model_figure(evaluation, splits.VALIDATION, "rmse"),
+            "metrics": {metric: workflow.model_figure(evaluation, splits.TEST, metric.removeprefix("test_")) for metric in RELEASED_METRICS},
         },
         config.keep_releases,
     )

@@ -91,14 +91,7 @@ class RankingModel:
         return np.where(self.movie_ids[rows] == np.asarray(movie_ids), rows, -1)
 
     def content_vectors(self, scaled_user_features: np.ndarray) -> np.ndarray:
-        """The user tower's content vector (Dense ReLU layers, then a linear one) of each row of scaled features."""
-        hidden = np.asarray(scaled_user_features, dtype="float32")
-        last = len(self.tower_kernels) - 1
-        for layer, (kernel, bias) in enumerate(zip(self.tower_kernels, self.tower_biases, strict=True)):
-            hidden = hidden @ kernel + bias
-            if layer < last:
-                hidden = np.maximum(hidden, 0.0)
-        return hidden
+        return content_vectors(self.tower_kernels, self.tower_biases, scaled_user_features)
 
     def user_vectors(self, scaled_user_features: np.ndarray, history_rows: list[np.ndarray]) -> np.ndarray:
         """Each user's vector from their scaled features and the model rows of the movies they rated (may be empty)."""
@@ -111,6 +104,17 @@ class RankingModel:
     def scores(self, user_vectors: np.ndarray) -> np.ndarray:
         """Users × movies scores, unclipped (float64, so near-equal scores stay apart)."""
         return np.asarray(user_vectors, dtype="float64") @ self.movie_vectors.T.astype("float64") + self.movie_biases
+
+
+def content_vectors(kernels, biases, scaled_user_features: np.ndarray) -> np.ndarray:
+    """The user tower's content vector (Dense ReLU layers, then a linear one) of each row of scaled features."""
+    hidden = np.asarray(scaled_user_features, dtype="float32")
+    last = len(kernels) - 1
+    for layer, (kernel, bias) in enumerate(zip(kernels, biases, strict=True)):
+        hidden = hidden @ kernel + bias
+        if layer < last:
+            hidden = np.maximum(hidden, 0.0)
+    return hidden
 
 
 def history_rows(model: RankingModel, user_ids: np.ndarray, rated_user_ids: np.ndarray, rated_movie_ids: np.ndarray) -> list[np.ndarray]:

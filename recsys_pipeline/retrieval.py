@@ -28,22 +28,9 @@ import numpy as np
 import tensorflow as tf
 
 from recsys_pipeline import ranking
+from recsys_pipeline.settings import RankingSettings
 
 ALL_MOVIES = "all"
-IN_BATCH = "in_batch"
-
-
-@dataclass(frozen=True)
-class RetrievalSettings:
-    dimensions: int = 64
-    epochs: int = 30
-    batch_size: int = 1024
-    learning_rate: float = 3e-3
-    patience: int = 3
-    negatives: str = ALL_MOVIES
-    # Scores the users of one validation batch at a time against every movie.
-    evaluation_batch: int = 1024
-    seed: int = 47005
 
 
 @dataclass(frozen=True)
@@ -59,7 +46,7 @@ class ImplicitData:
 class RetrievalHead:
     """The trainable arrays of the head, as Keras variables."""
 
-    def __init__(self, content_size: int, movie_vector_size: int, n_movies: int, settings: RetrievalSettings):
+    def __init__(self, content_size: int, movie_vector_size: int, n_movies: int, settings: RankingSettings):
         keras.utils.set_random_seed(settings.seed)
         small = keras.initializers.RandomNormal(0.0, 0.01)
         glorot = keras.initializers.GlorotUniform(seed=settings.seed)
@@ -75,8 +62,10 @@ class RetrievalHead:
     def variables(self) -> list:
         return [self.content_projection, self.history_embeddings, self.history_projection, self.movie_projection, self.movie_embeddings, self.movie_biases]
 
-    def movie_vectors(self, movie_tower_vectors):
-        return tf.matmul(movie_tower_vectors, self.movie_projection) + self.movie_embeddings
+    def movie_vectors(self, movie_tower_vectors, rows=None):
+        """Ranking vectors of the movies whose tower vectors are given: all of them, or those of `rows`."""
+        embeddings = self.movie_embeddings if rows is None else tf.gather(self.movie_embeddings, rows)
+        return tf.matmul(movie_tower_vectors, self.movie_projection) + embeddings
 
     def export(self, data: ImplicitData, movie_ids: np.ndarray, tower_kernels, tower_biases) -> ranking.RankingModel:
         return ranking.RankingModel(
@@ -103,7 +92,7 @@ def train_retrieval(
     movie_ids: np.ndarray,
     tower_kernels,
     tower_biases,
-    settings: RetrievalSettings,
+    settings: RankingSettings,
     validate: Callable[[ranking.RankingModel], float] | None = None,
     on_epoch_end: Callable[[int, float, float | None], None] | None = None,
 ) -> tuple[ranking.RankingModel, dict[str, list[float]]]:
@@ -135,7 +124,7 @@ def train_retrieval(
                 labels = batch_movies
             else:
                 candidates, labels = tf.unique(batch_movies)
-                vectors = head.movie_vectors(tf.gather(movie_tower_vectors, candidates))
+                vectors = head.movie_vectors(tf.gather(movie_tower_vectors, candidates), candidates)
                 logits = tf.matmul(users, vectors, transpose_b=True) + tf.gather(head.movie_biases - log_q, candidates)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
         optimizer.apply_gradients(zip(tape.gradient(loss, head.variables), head.variables))

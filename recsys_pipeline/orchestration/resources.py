@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from recsys_pipeline.atomic import write_json_atomically
-from recsys_pipeline.movielens import DEFAULT_SOURCE, resolve_source
+from recsys_pipeline.movielens import DEFAULT_SOURCE, MovieLensError, resolve_source
 from recsys_pipeline.splits import DEFAULT_SEED
 
 
@@ -22,7 +22,13 @@ class MovieLensSource(dg.ConfigurableResource):
     sha256: str | None = None
 
     def directory(self) -> Path:
-        return resolve_source(self.location, Path(self.cache_dir), self.sha256)
+        """The folder holding the CSVs. A source that is missing, unreachable or not MovieLens fails
+        the step with its one-line reason, which says how to set RECSYS_MOVIELENS: a Failure, not
+        retried, without the traceback of the download or file system calls behind it."""
+        try:
+            return resolve_source(self.location, Path(self.cache_dir), self.sha256)
+        except MovieLensError as error:
+            raise dg.Failure(description=str(error), metadata={"location": self.location}, allow_retries=False) from None
 
 
 class Reproducibility(dg.ConfigurableResource):

@@ -8,7 +8,8 @@ again. A step's wall time is STEP_START to STEP_SUCCESS in the run's event log (
 input loading, computation, Parquet writing and metadata included, process start-up and definitions
 loading not. The feature steps' time is the sum over the steps that materialize those assets; the
 checks' steps are reported beside it. Baseline: the notebook's feature code (bench/notebook.py),
-`--baseline-repeats` times in this process. Medians are compared.
+`--baseline-repeats` times in this process, between the first and the second half of the Dagster
+runs. Medians are compared.
 
     python -m bench.bench_feature_steps [--movielens DIR] [--repeats 5] [--baseline-repeats 1] [--nice 10]
 """
@@ -57,10 +58,14 @@ def main() -> None:
     parser.add_argument("--nice", type=int, default=0, help="niceness of the Dagster runs (run the whole script under the same)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    measured = [step_seconds(args.movielens, args.nice) for _ in range(args.repeats)]
+    # Half the runs before the minutes-long baseline and half after, so a change of load on a shared
+    # machine weighs on both sides.
+    before = (args.repeats + 1) // 2
+    measured = [step_seconds(args.movielens, args.nice) for _ in range(before)]
+    baseline, baseline_times, _ = median_seconds(lambda: notebook_features(args.movielens), args.baseline_repeats)
+    measured += [step_seconds(args.movielens, args.nice) for _ in range(args.repeats - before)]
     runs = [seconds for seconds, _ in measured]
     feature_steps = set().union(*(steps for _, steps in measured))
-    baseline, baseline_times, _ = median_seconds(lambda: notebook_features(args.movielens), args.baseline_repeats)
 
     by_step = defaultdict(list)
     for run in runs:

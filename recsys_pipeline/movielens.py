@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -339,11 +340,11 @@ def normalise_genre_names(genres: pd.Series) -> pd.Series:
     """Pipe-separated genre lists with each genre spelt one way: names that differ only in case or
     surrounding space ("Comedy", "comedy", " Comedy ") become the most common spelling (the first
     seen on a tie), once per list. Returned unchanged when every genre has one spelling already."""
-    counts = genres.str.split("|").explode().value_counts(sort=False)  # in order of first appearance
+    counts = Counter("|".join(genres.tolist()).split("|"))  # in order of first appearance
     spelling: dict[str, str] = {}
     for name, _ in sorted(counts.items(), key=lambda item: -item[1]):  # a stable sort: ties keep first appearance
         spelling.setdefault(name.strip().casefold(), name.strip())
-    if all(spelling[name.strip().casefold()] == name for name in counts.index):
+    if all(spelling[name.strip().casefold()] == name for name in counts):
         return genres
     return genres.str.split("|").map(lambda listed: "|".join(dict.fromkeys(spelling[name.strip().casefold()] for name in listed)))
 

@@ -11,6 +11,7 @@ import difflib
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ def _suggest(query: str, candidates: Iterable[str] | Mapping[str, str]) -> str:
 
 
 def find_movie(movie_features: pd.DataFrame, query: str) -> int:
-    """The movieId that `query` names, trying in turn: a movieId; the exact title in any case; the
+    """The movieId that `query` names, trying in turn: a movieId; the exact title, then in any case; the
     title as a person writes it (`title_names`: "The Matrix" for "Matrix, The (1999)", an alternate
     title in parentheses, accents, punctuation and case ignored), with the year optional ("toy
     story", "Toy Story 1995" or "toy story (1995)"); the title without its moved article
@@ -67,13 +68,14 @@ def find_movie(movie_features: pd.DataFrame, query: str) -> int:
     part = _normalised(query)
 
     def named(kind: str) -> list[bool]:
-        return [any(name in movie[kind] and year in (None, movie["year"]) for name, year in wanted) for movie in names]
+        return [any(name in getattr(movie, kind) and year in (None, movie.year) for name, year in wanted) for movie in names]
 
     for matching in (
+        lambda: titles.to_numpy() == query,
         lambda: titles.str.lower().to_numpy() == query.lower(),
         lambda: named("natural"),
         lambda: named("bare"),
-        lambda: titles.str.lower().str.contains(query.lower(), regex=False).to_numpy() | [any(part in key for key in movie["natural"]) for movie in names],
+        lambda: titles.str.lower().str.contains(query.lower(), regex=False).to_numpy() | [any(part in key for key in movie.natural) for movie in names],
     ):
         found = movie_features.loc[np.asarray(matching(), dtype=bool), ["movieId", "title"]]
         if len(found) == 1:
@@ -98,16 +100,19 @@ NON_WORD = re.compile(r"[\W_]+")
 QUERY_YEAR = re.compile(r"^(.*?)\s*(?:\((\d{4})\)|\b(\d{4}))\s*$")
 
 
-def title_names(title: str) -> dict:
-    """A MovieLens title's `year` and the names a person may call it by, normalised (`_normalised`):
+class TitleNames(NamedTuple):
+    """A MovieLens title's year and the names a person may call it by, normalised (`_normalised`):
     its main title and each alternate title in parentheses ("(a.k.a. Se7en)", "(Cité des enfants
     perdus, La)"), `natural` with a moved article put back in front ("the matrix"), `bare` without it ("matrix")."""
+
+    year: int | None
+    natural: set[str]
+    bare: set[str]
+
+
+def title_names(title: str) -> TitleNames:
     year, titles = _split_title(title)
-    return {
-        "year": year,
-        "natural": {_normalised(_natural_order(name)) for name in titles},
-        "bare": {_normalised(_without_moved_article(name)) for name in titles},
-    }
+    return TitleNames(year, {_normalised(_natural_order(name)) for name in titles}, {_normalised(_without_moved_article(name)) for name in titles})
 
 
 def _split_title(title: str) -> tuple[int | None, list[str]]:

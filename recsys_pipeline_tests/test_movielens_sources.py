@@ -24,6 +24,7 @@ import pytest
 
 from recsys_pipeline import movielens
 from recsys_pipeline.movielens import MovieLensError
+from recsys_pipeline.settings import DEFAULT_SOURCE
 
 MOVIES = "movieId,title,genres\n1,Toy Story (1995),Comedy\n"
 RATINGS = "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
@@ -300,8 +301,8 @@ def test_an_unreachable_download_says_to_set_the_source_variable(tmp_path: Path,
         raise urllib.error.URLError(OSError(-2, "Name or service not known"))
 
     with pytest.raises(MovieLensError) as refusal:
-        movielens.resolve_source(movielens.DEFAULT_SOURCE, tmp_path, opener=offline)
+        movielens.resolve_source(DEFAULT_SOURCE, tmp_path, opener=offline)
     message = str(refusal.value)
     assert "\n" not in message
-    assert message.startswith(f"{movielens.DEFAULT_SOURCE}: download failed after 3 attempt(s)")
+    assert message.startswith(f"{DEFAULT_SOURCE}: download failed after 3 attempt(s)")
     assert message.endswith("Set RECSYS_MOVIELENS to a local copy (a directory holding movies.csv and ratings.csv, a .zip of it) or to an https URL this machine can reach.")

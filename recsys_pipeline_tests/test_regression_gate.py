@@ -9,7 +9,8 @@ import json
 import dagster as dg
 import pytest
 
-from recsys_pipeline.definitions import ACCEPTED_MODEL_RECORD, ARTIFACTS, build_definitions
+from recsys_pipeline.definitions import build_definitions
+from recsys_pipeline.layout import ACCEPTED_MODEL_RECORD, ARTIFACTS_DIR
 from recsys_pipeline.orchestration.checks import REGRESSION_GATE, regression_gate_result
 
 RETRAIN_JOB = "recsys_pipeline"
@@ -42,7 +43,7 @@ def pipeline(synthetic_movielens_dir, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("gated_pipeline")
     defs = build_definitions(str(synthetic_movielens_dir), data_dir, rmse_tolerance=0.01)
     job = defs.resolve_job_def(RETRAIN_JOB)
-    artifacts = data_dir / ARTIFACTS
+    artifacts = data_dir / ARTIFACTS_DIR
     with dg.instance_for_test() as instance:
         good = job.execute_in_process(instance=instance, run_config=training_run_config(GOOD_TRAINING))
         before = snapshot(artifacts, PROTECTED + ("trained_model.keras",))

@@ -18,6 +18,8 @@ import pandas as pd
 from upath import UPath
 
 from recsys_pipeline.atomic import atomic_target
+from recsys_pipeline.layout import EXTENSIONS, asset_format
+from recsys_pipeline.orchestration.config import refuse_bad_run_config
 
 
 class _ArtifactIOManager(dg.UPathIOManager):
@@ -58,7 +60,7 @@ class _ArtifactIOManager(dg.UPathIOManager):
 
 
 class ParquetIOManager(_ArtifactIOManager):
-    extension = ".parquet"
+    extension = EXTENSIONS["parquet"]
 
     def write(self, obj: pd.DataFrame, path: Path) -> None:
         obj.to_parquet(path, engine="pyarrow", index=False)
@@ -68,7 +70,7 @@ class ParquetIOManager(_ArtifactIOManager):
 
 
 class NumpyIOManager(_ArtifactIOManager):
-    extension = ".npy"
+    extension = EXTENSIONS["npy"]
 
     def write(self, obj: Any, path: Path) -> None:
         if hasattr(obj, "write_npy"):  # an array too large to hold, streamed to disk block by block
@@ -83,7 +85,7 @@ class NumpyIOManager(_ArtifactIOManager):
 
 
 class JsonIOManager(_ArtifactIOManager):
-    extension = ".json"
+    extension = EXTENSIONS["json"]
 
     def write(self, obj: dict, path: Path) -> None:
         path.write_text(json.dumps(obj, indent=2, sort_keys=True))
@@ -93,7 +95,7 @@ class JsonIOManager(_ArtifactIOManager):
 
 
 class KerasIOManager(_ArtifactIOManager):
-    extension = ".keras"
+    extension = EXTENSIONS["keras"]
 
     def write(self, obj: Any, path: Path) -> None:
         obj.save(path)
@@ -102,6 +104,15 @@ class KerasIOManager(_ArtifactIOManager):
         from recsys_pipeline.two_tower import load_model  # TensorFlow only in steps that need it
 
         return load_model(str(path))
+
+
+# The resource key of each format's IO manager in the definitions.
+IO_MANAGER_KEYS = {"parquet": "io_manager", "npy": "numpy_io_manager", "json": "json_io_manager", "keras": "keras_io_manager"}
+
+
+def io_manager_key(asset: str) -> str:
+    """The IO manager that stores `asset` in the format recsys_pipeline.layout gives it."""
+    return IO_MANAGER_KEYS[asset_format(asset)]
 
 
 class ArtifactStore(dg.ConfigurableIOManagerFactory):
@@ -118,6 +129,10 @@ class ArtifactStore(dg.ConfigurableIOManagerFactory):
     }
 
     def create_io_manager(self, context: dg.InitResourceContext) -> _ArtifactIOManager:
+        # Every step stores through an artifact store, which starts before the step's work: a run
+        # whose configuration is out of range is refused here, before any step computes or writes.
+        if context.run is not None:
+            refuse_bad_run_config(context.run.run_config)
         return self.MANAGERS[self.format](base_path=UPath(self.base_path))
 
 

@@ -107,7 +107,7 @@ def _k_nearest_candidates(hits: np.ndarray, columns: np.ndarray, distances: np.n
     return columns[chosen], distances[chosen]
 
 
-def exact_top_k(embeddings: np.ndarray, k: int, rows: np.ndarray | None = None, block_elements: int = 2**22) -> tuple[np.ndarray, np.ndarray]:
+def exact_top_k(embeddings: np.ndarray, k: int, rows: np.ndarray | None = None, block_elements: int = 2**23) -> tuple[np.ndarray, np.ndarray]:
     """The brute-force reference that `nearest_neighbours` is tested and checked against: for each
     row (or each of `rows`), the `k` nearest other rows and their squared distances (float64),
     nearest first, ties to the lower row number.
@@ -122,6 +122,9 @@ def exact_top_k(embeddings: np.ndarray, k: int, rows: np.ndarray | None = None, 
     k = min(k, n - 1)
     distinct, inverse = np.unique(vectors, axis=0, return_inverse=True)
     inverse = inverse.ravel()
+    repeated = len(distinct) < n
+    if not repeated:  # no vector twice: compute between the rows as they are, without mapping back
+        distinct, inverse = vectors, np.arange(n)
     squared_norms = np.einsum("ij,ij->i", distinct, distinct)
     block_rows = max(1, block_elements // max(n, 1))
     neighbours = np.empty((len(queries), k), dtype="int64")
@@ -131,7 +134,7 @@ def exact_top_k(embeddings: np.ndarray, k: int, rows: np.ndarray | None = None, 
         own = inverse[block]
         between_distinct = squared_norms[own, None] + squared_norms[None, :] - 2.0 * (distinct[own] @ distinct.T)
         between_distinct[np.arange(len(block)), own] = 0.0
-        row_distances = between_distinct[:, inverse]
+        row_distances = between_distinct[:, inverse] if repeated else between_distinct
         row_distances[np.arange(len(block)), block] = np.inf  # a movie is not its own neighbour
         kth = np.partition(row_distances, k - 1, axis=1)[:, k - 1]
         hits, columns = np.nonzero(row_distances <= kth[:, None])

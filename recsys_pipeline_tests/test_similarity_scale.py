@@ -47,11 +47,13 @@ def test_top_10_identical_to_brute_force_at_ml_latest_small_shape():
     np.testing.assert_allclose(distances, direct, atol=1e-5)
 
 
+@pytest.mark.parametrize("duplicates", [0, 40])
 @pytest.mark.parametrize("block_elements", [1, 997, 50_000])
-def test_blocked_top_k_equals_brute_force_for_any_block_size(block_elements):
-    embeddings = unit_vectors(500, 8, seed=3, duplicates=40)
+def test_blocked_top_k_equals_brute_force_for_any_block_size(block_elements, duplicates):
+    embeddings = unit_vectors(500, 8, seed=3, duplicates=duplicates)
     neighbours, _ = nearest_neighbours(embeddings, 7, block_elements=block_elements)
     np.testing.assert_array_equal(neighbours, exact_top_k(embeddings, 7)[0])
+    np.testing.assert_array_equal(neighbours, exact_top_k(embeddings, 7, block_elements=block_elements)[0])
 
 
 def test_memory_mapped_matrix_equals_in_memory_matrix(tmp_path):

@@ -1,8 +1,6 @@
 """Model: a candidate trained on the training rows, accepted only through the regression gate, and
 the accepted model's movie embeddings."""
 
-from datetime import datetime, timezone
-
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -104,7 +102,8 @@ def trained_model(
 def accepted_model(context: dg.AssetExecutionContext, model_gate: ModelGate, trained_model):
     """The model that embeddings, similarity, evaluation and recommendations use: the latest
     trained_model that passed its blocking checks, the regression gate among them. When a retrained
-    model fails them, this asset and everything downstream keep the previous model's artifacts."""
+    model fails them, this asset and everything downstream keep the previous model's artifacts, and
+    the current release is untouched. It is published (and so becomes the gate's reference) by `release`."""
     candidate = context.instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
     if candidate is None:
         raise dg.Failure(
@@ -117,9 +116,6 @@ def accepted_model(context: dg.AssetExecutionContext, model_gate: ModelGate, tra
     gate = regression_gate_result(val_rmse, previous, model_gate.rmse_tolerance)
     if not gate.passed:
         raise dg.Failure(f"trained_model from run {candidate.run_id} fails the regression gate: {gate.description}", metadata=gate.metadata)
-    model_gate.record_acceptance(
-        {"val_rmse": val_rmse, "run_id": candidate.run_id, "accepted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    )
     return dg.MaterializeResult(
         value=trained_model,
         metadata={

@@ -15,7 +15,8 @@ from dagster import DagsterEventType
 
 
 def step_figures(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
-    started, finished, outcome, peak = {}, {}, {}, defaultdict(lambda: None)
+    """One row per step: its wall time, peak memory, outcome, and the assets it materialized."""
+    started, finished, outcome, peak, materialized = {}, {}, {}, defaultdict(lambda: None), defaultdict(list)
     for record in instance.all_logs(run_id):
         event = record.dagster_event
         if event is None or event.step_key is None:
@@ -26,6 +27,7 @@ def step_figures(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
             finished[event.step_key] = record.timestamp
             outcome[event.step_key] = event.event_type.value.removeprefix("STEP_").lower()
         elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            materialized[event.step_key].append(event.asset_key.to_user_string())
             value = event.event_specific_data.materialization.metadata.get("peak_rss_mb")
             if value is not None:
                 peak[event.step_key] = value.value
@@ -37,6 +39,7 @@ def step_figures(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
                 "peak_rss_mb": peak[key],
                 "outcome": outcome.get(key, "unfinished"),
                 "started": started[key],
+                "assets": materialized[key],
             }
             for key in started
         ),

@@ -16,8 +16,7 @@ import numpy as np
 
 from bench.common import machine, median_seconds, timed
 from bench.notebook import lab_distance_matrix, lab_nearest
-from recsys_pipeline.similarity import nearest_neighbours, squared_distance_matrix
-from recsys_pipeline_tests.test_similarity_scale import brute_force_top_k
+from recsys_pipeline.similarity import exact_top_k, nearest_neighbours, squared_distance_matrix
 
 NEIGHBOURS = 10
 ML_LATEST_SMALL_MOVIES = 9_742
@@ -59,7 +58,7 @@ def main() -> None:
     ours_on_subset = squared_distance_matrix(subset)
     print(f"largest difference from the lab's distances on the subset: {np.max(np.abs(ours_on_subset - lab_matrix)):.2e}")
     print(f"lab's nearest movie equals the package's first neighbour on the subset: {np.array_equal(lab_nearest_rows, nearest_neighbours(subset, 1)[0][:, 0])}")
-    reference = brute_force_top_k(embeddings, NEIGHBOURS)
+    reference, _ = exact_top_k(embeddings, NEIGHBOURS)
     differing = int(np.sum(np.any(reference != neighbours, axis=1)))
     print(f"top-{NEIGHBOURS} identical to brute force for every movie: {differing == 0} ({differing} of {n} movies differ)")
 

@@ -61,9 +61,14 @@ class TreeMemorySampler(threading.Thread):
             self.done.wait(self.interval)
 
 
-def run_pipeline(movielens: str, config: str | None, workdir: Path, nice: int = 0) -> tuple[float, int, int]:
-    """Wall seconds, peak tree PSS in bytes and exit status of one CLI run in a fresh `workdir`."""
-    home = workdir / "dagster_home"
+def dagster_home(workdir: Path) -> Path:
+    return workdir / "dagster_home"
+
+
+def run_pipeline(movielens: str, config: str | None, workdir: Path, nice: int = 0, select: str = "*") -> tuple[float, int, int]:
+    """Wall seconds, peak tree PSS in bytes and exit status of one CLI run of the assets `select`
+    names (with their checks) in a fresh `workdir`; its Dagster instance is `workdir`/dagster_home."""
+    home = dagster_home(workdir)
     home.mkdir(parents=True)
     (home / "dagster.yaml").write_text("")
     env = {
@@ -73,7 +78,7 @@ def run_pipeline(movielens: str, config: str | None, workdir: Path, nice: int = 
         "RECSYS_DATA_DIR": str(workdir / "data"),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
-    command = [str(DAGSTER), "asset", "materialize", "--select", "*", "-m", "recsys_pipeline.definitions"]
+    command = [str(DAGSTER), "asset", "materialize", "--select", select, "-m", "recsys_pipeline.definitions"]
     if config:
         command += ["-c", config]
     started = time.perf_counter()
@@ -99,7 +104,7 @@ def main() -> None:
     try:
         elapsed, peak, status = run_pipeline(str(Path(args.movielens).resolve()), args.config, workdir, args.nice)
         print(f"pipeline CLI: {elapsed:.1f} s wall, peak memory of the process tree {peak / 2**30:.2f} GiB (PSS), exit status {status}")
-        env = {**os.environ, "DAGSTER_HOME": str(workdir / "dagster_home"), "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "DAGSTER_HOME": str(dagster_home(workdir)), "PYTHONPATH": str(REPO)}
         subprocess.run([sys.executable, str(REPO / "bench" / "asset_table.py")], env=env, check=True)
         if status:
             print((workdir / "run.log").read_text()[-3000:])

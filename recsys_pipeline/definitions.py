@@ -70,7 +70,7 @@ def build_definitions(
     object-store `artifacts_base_path` such as s3://bucket/recsys, which every step can reach.
     """
     data_dir = Path(data_dir).expanduser().resolve()
-    if "://" not in source:
+    if source.strip() and "://" not in source:  # an empty source is refused when read, not taken for the current folder
         source = str(Path(source).expanduser().resolve())
     artifacts = artifacts_base_path or str(layout.artifacts_dir(data_dir))
     return dg.Definitions(

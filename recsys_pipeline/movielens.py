@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -41,6 +42,10 @@ TAGS_FILE = "tags.csv"
 MOVIES_COLUMNS = ("movieId", "title", "genres")
 RATINGS_COLUMNS = ("userId", "movieId", "rating", "timestamp")
 TAGS_COLUMNS = ("userId", "movieId", "tag", "timestamp")
+
+# The variable that chooses the source; every refusal of a source says how to set it.
+SOURCE_VARIABLE = "RECSYS_MOVIELENS"
+SOURCE_CHOICES = f"a directory holding {MOVIES_FILE} and {RATINGS_FILE}, a .zip of it, or an https URL of a .zip"
 
 MIN_RATING, MAX_RATING = 0.5, 5.0
 # Whole numbers above 2**53 do not survive a float64 round trip, so they cannot be trusted as ids.
@@ -92,6 +97,8 @@ def resolve_source(location: str, cache_dir: str | Path, sha256: str | None = No
     `sha256` is the archive's expected checksum (else the pinned one for the URL, if any). `opener`
     fetches URLs; only tests replace it, with one trusting their own local certificate.
     """
+    if not location.strip():
+        raise MovieLensError(f"{SOURCE_VARIABLE} is empty: set it to {SOURCE_CHOICES}, or unset it to download ml-latest-small.")
     cache_dir = Path(cache_dir)
     expected = (sha256 or PINNED_SHA256.get(location) or "").lower() or None
     if expected is not None and not re.fullmatch(r"[0-9a-f]{64}", expected):
@@ -110,10 +117,7 @@ def resolve_source(location: str, cache_dir: str | Path, sha256: str | None = No
         if expected is not None:
             _verify_sha256(path, expected, location)
         return extract_archive(path, cache_dir / "sources")
-    raise MovieLensError(
-        f"{location}: no such directory or file. Set RECSYS_MOVIELENS to a directory holding "
-        f"{MOVIES_FILE} and {RATINGS_FILE}, a .zip of it, or an https URL of a .zip."
-    )
+    raise MovieLensError(f"{location}: no such directory or file. Set {SOURCE_VARIABLE} to {SOURCE_CHOICES}.")
 
 
 def file_sha256(path: Path) -> str:
@@ -154,7 +158,10 @@ def download(url: str, downloads_dir: Path, sha256: str | None = None, opener: O
             refused_certificate = isinstance(getattr(error, "reason", None), ssl.SSLCertVerificationError)
             permanent = refused_certificate or (isinstance(error, urllib.error.HTTPError) and error.code < 500)
             if permanent or attempt == DOWNLOAD_ATTEMPTS:
-                raise MovieLensError(f"{url}: download failed after {attempt} attempt(s): {error!r}") from error
+                raise MovieLensError(
+                    f"{url}: download failed after {attempt} attempt(s): {error!r}. Set {SOURCE_VARIABLE} to a local copy "
+                    f"({SOURCE_CHOICES.removesuffix(', or an https URL of a .zip')}) or to an https URL this machine can reach."
+                ) from error
             time.sleep(attempt)
             attempt += 1
 
@@ -194,7 +201,7 @@ def _verify_published_md5(url: str, archive: Path, opener: Opener) -> None:
 def extract_archive(archive: Path, sources_dir: Path) -> Path:
     """Extract a zip into a folder named by its content hash, refusing members that escape it."""
     if not zipfile.is_zipfile(archive):
-        raise MovieLensError(f"{archive}: not a zip archive (expected a directory, a .zip or an https URL).")
+        raise MovieLensError(f"{archive}: not a zip archive. Set {SOURCE_VARIABLE} to {SOURCE_CHOICES}.")
     target = sources_dir / f"{archive.stem}-{file_sha256(archive)[:16]}"
     if not target.is_dir():
         sources_dir.mkdir(parents=True, exist_ok=True)
@@ -229,12 +236,21 @@ def _check_members(archive: Path, members: Sequence[zipfile.ZipInfo]) -> None:
 
 
 def _folder_with_csvs(folder: Path, location: str) -> Path:
-    """The folder itself or its only subfolder (as in the GroupLens zip) holding the CSVs."""
-    candidates = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]
-    for candidate in candidates:
-        if (candidate / RATINGS_FILE).is_file() or (candidate / MOVIES_FILE).is_file():
-            return candidate
-    raise MovieLensError(f"{location}: holds neither {MOVIES_FILE} nor {RATINGS_FILE}.")
+    """The folder itself or its only subfolder (as in the GroupLens zip) holding the CSVs; several
+    such subfolders are refused, since nothing says which one is meant."""
+    if _holds_csvs(folder):
+        return folder
+    candidates = sorted(p for p in folder.iterdir() if p.is_dir() and _holds_csvs(p))
+    if len(candidates) > 1:
+        names = ", ".join(p.name for p in candidates)
+        raise MovieLensError(f"{location}: {len(candidates)} subfolders hold MovieLens CSVs ({names}); set {SOURCE_VARIABLE} to the one to use.")
+    if not candidates:
+        raise MovieLensError(f"{location}: holds neither {MOVIES_FILE} nor {RATINGS_FILE}. Set {SOURCE_VARIABLE} to {SOURCE_CHOICES}.")
+    return candidates[0]
+
+
+def _holds_csvs(folder: Path) -> bool:
+    return (folder / RATINGS_FILE).is_file() or (folder / MOVIES_FILE).is_file()
 
 
 # --- Reading and validating ----------------------------------------------------------------------
@@ -310,13 +326,26 @@ def read_movies(directory: Path) -> pd.DataFrame:
         {
             "movieId": _whole_number_column(frame, path, "movieId"),
             "title": _non_empty_text_column(frame, path, "title").str.strip(),
-            "genres": _non_empty_text_column(frame, path, "genres"),
+            "genres": normalise_genre_names(_non_empty_text_column(frame, path, "genres")),
         }
     )
     duplicated = movies["movieId"].duplicated(keep="first")
     if duplicated.any():
         raise invalid_rows_error(path, "movieId", _file_lines(duplicated), "each movieId once", frame["movieId"][duplicated])
     return movies
+
+
+def normalise_genre_names(genres: pd.Series) -> pd.Series:
+    """Pipe-separated genre lists with each genre spelt one way: names that differ only in case or
+    surrounding space ("Comedy", "comedy", " Comedy ") become the most common spelling (the first
+    seen on a tie), once per list. Returned unchanged when every genre has one spelling already."""
+    counts = Counter("|".join(genres.tolist()).split("|"))  # in order of first appearance
+    spelling: dict[str, str] = {}
+    for name, _ in sorted(counts.items(), key=lambda item: -item[1]):  # a stable sort: ties keep first appearance
+        spelling.setdefault(name.strip().casefold(), name.strip())
+    if all(spelling[name.strip().casefold()] == name for name in counts):
+        return genres
+    return genres.str.split("|").map(lambda listed: "|".join(dict.fromkeys(spelling[name.strip().casefold()] for name in listed)))
 
 
 def read_ratings(directory: Path) -> pd.DataFrame:

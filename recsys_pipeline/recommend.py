@@ -8,7 +8,10 @@ TensorFlow: passing a user and the movies through the model is the caller's step
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,8 +38,11 @@ def close_matches(query: str, candidates: Iterable[str]) -> list[str]:
     return [by_lowercase[match] for match in found]
 
 
-def _suggest(query: str, candidates: Iterable[str]) -> str:
+def _suggest(query: str, candidates: Iterable[str] | Mapping[str, str]) -> str:
+    """Close matches of `query` among `candidates`; a mapping is compared by its keys and shown by its values."""
     matches = close_matches(query, candidates)
+    if isinstance(candidates, Mapping):
+        matches = [candidates[match] for match in matches]
     return f"Close matches: {'; '.join(matches)}." if matches else "No close match."
 
 
@@ -44,25 +50,123 @@ def _suggest(query: str, candidates: Iterable[str]) -> str:
 
 
 def find_movie(movie_features: pd.DataFrame, query: str) -> int:
-    """The movieId that `query` names: a movieId, the exact title, the title in any case, or a part of exactly one title.
+    """The movieId that `query` names, trying in turn: a movieId; the exact title, then in any case; the
+    title as a person writes it (`title_names`: "The Matrix" for "Matrix, The (1999)", an alternate
+    title in parentheses, accents, punctuation and case ignored), with the year optional ("toy
+    story", "Toy Story 1995" or "toy story (1995)"); the title without its moved article
+    ("Matrix"); a part of the title.
 
-    A title shared by several movies, or a part found in several titles, is ambiguous: the error
-    lists the candidates with their ids. An unknown title's error lists close matches.
+    The first of these that finds anything decides: several movies there are ambiguous, and the
+    error lists the candidates with their ids. An unknown title's error lists close matches.
     """
     query = query.strip()
     if query.isdigit() and (movie_features["movieId"] == int(query)).any():
         return int(query)
     titles = movie_features["title"]
-    lowercase = titles.str.lower()
-    for matching in (titles == query, lowercase == query.lower(), lowercase.str.contains(query.lower(), regex=False)):
-        found = movie_features.loc[matching.to_numpy(), ["movieId", "title"]]
+    names = [title_names(title) for title in titles]
+    wanted = _query_names(query)
+    part = _normalised(query)
+
+    def named(kind: str) -> list[bool]:
+        return [any(name in getattr(movie, kind) and year in (None, movie.year) for name, year in wanted) for movie in names]
+
+    for matching in (
+        lambda: titles.to_numpy() == query,
+        lambda: titles.str.lower().to_numpy() == query.lower(),
+        lambda: named("natural"),
+        lambda: named("bare"),
+        lambda: titles.str.lower().str.contains(query.lower(), regex=False).to_numpy() | [any(part in key for key in movie.natural) for movie in names],
+    ):
+        found = movie_features.loc[np.asarray(matching(), dtype=bool), ["movieId", "title"]]
         if len(found) == 1:
             return int(found["movieId"].iloc[0])
         if len(found) > 1:
             listed = "; ".join(f"{title} [movieId {movie_id}]" for movie_id, title in found.head(AMBIGUOUS_LISTED).itertuples(index=False))
             more = f" and {len(found) - AMBIGUOUS_LISTED} more" if len(found) > AMBIGUOUS_LISTED else ""
             raise QueryError(f"'{query}' matches {len(found)} movies: {listed}{more}. Give the exact title or the movieId.")
-    raise QueryError(f"no movie titled '{query}'. {_suggest(query, titles)}")
+    # Compared with the titles as a person writes them ("The Matrix (1999)"), shown as stored.
+    raise QueryError(f"no movie titled '{query}'. {_suggest(query, {_natural_title(title): title for title in titles})}")
+
+
+# Articles MovieLens moves behind the title ("Matrix, The (1999)", "Misérables, Les (1995)",
+# "Avventura, L' (1960)"), in the languages its titles use.
+ARTICLES = frozenset(
+    "the a an le la les l' un une il lo gli i el los las una uno der die das ein eine de het een den det en ett o os as".split()
+)
+ALSO_KNOWN_AS = re.compile(r"^(?:a\.k\.a\.|aka)\s+", re.IGNORECASE)
+TRAILING_PARENTHESES = re.compile(r"\s*\(([^()]*)\)\s*$")
+TITLE_YEAR = re.compile(features.YEAR_PATTERN)
+NON_WORD = re.compile(r"[\W_]+")
+QUERY_YEAR = re.compile(r"^(.*?)\s*(?:\((\d{4})\)|\b(\d{4}))\s*$")
+
+
+class TitleNames(NamedTuple):
+    """A MovieLens title's year and the names a person may call it by, normalised (`_normalised`):
+    its main title and each alternate title in parentheses ("(a.k.a. Se7en)", "(Cité des enfants
+    perdus, La)"), `natural` with a moved article put back in front ("the matrix"), `bare` without it ("matrix")."""
+
+    year: int | None
+    natural: set[str]
+    bare: set[str]
+
+
+def title_names(title: str) -> TitleNames:
+    year, titles = _split_title(title)
+    return TitleNames(year, {_normalised(_natural_order(name)) for name in titles}, {_normalised(_without_moved_article(name)) for name in titles})
+
+
+def _split_title(title: str) -> tuple[int | None, list[str]]:
+    """The year at the end of `title` (None without one) and its names: the main title first, then
+    the alternate titles in trailing parentheses."""
+    year_match = TITLE_YEAR.search(title)
+    rest = title[: year_match.start()] if year_match else title
+    alternates = []
+    while (group := TRAILING_PARENTHESES.search(rest)) and group.start() > 0:
+        alternates.insert(0, ALSO_KNOWN_AS.sub("", group.group(1)).strip())
+        rest = rest[: group.start()]
+    return (int(year_match.group(1)) if year_match else None), [rest.strip(), *alternates]
+
+
+def _natural_title(title: str) -> str:
+    """"Matrix, The (1999)" as a person writes it: "The Matrix (1999)"."""
+    year, (name, *_) = _split_title(title)
+    return _natural_order(name) + (f" ({year})" if year is not None else "")
+
+
+def _moved_article(name: str) -> tuple[str, str] | None:
+    """("Matrix", "The") for "Matrix, The"; None when the name does not end in an article."""
+    head, comma, article = name.rpartition(",")
+    return (head.strip(), article.strip()) if comma and article.strip().lower() in ARTICLES else None
+
+
+def _natural_order(name: str) -> str:
+    moved = _moved_article(name)
+    if moved is None:
+        return name
+    head, article = moved
+    return f"{article}{head}" if article.endswith("'") else f"{article} {head}"
+
+
+def _without_moved_article(name: str) -> str:
+    moved = _moved_article(name)
+    return name if moved is None else moved[0]
+
+
+def _normalised(text: str) -> str:
+    """Lower case without accents, with every run of punctuation and space as one space: "L'Avventura" -> "l avventura"."""
+    if not text.isascii():
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return " ".join(NON_WORD.sub(" ", text.casefold()).split())
+
+
+def _query_names(query: str) -> list[tuple[str, int | None]]:
+    """The (normalised name, year or None) readings of a query: the whole of it with any year, and
+    when it ends in a year ("Toy Story 1995", "toy story (1995)") the rest with that year."""
+    readings = [(_normalised(_natural_order(query)), None)]
+    year_match = QUERY_YEAR.match(query)
+    if year_match and year_match.group(1):
+        readings.append((_normalised(_natural_order(year_match.group(1))), int(year_match.group(2) or year_match.group(3))))
+    return readings
 
 
 def _movie_row(movie_features: pd.DataFrame, movie_id: int) -> int:

@@ -94,11 +94,52 @@ def nearest_neighbours(
         kth = np.take_along_axis(similarity, best, axis=1).min(axis=1)
         hits, columns = np.nonzero(similarity >= (kth - margin)[:, None])
         direct = np.sum((vectors[block[hits]] - vectors[columns]) ** 2, axis=1)
-        order = np.lexsort((columns, direct, hits))  # by query, then distance, then lower row number
-        first = np.searchsorted(hits, np.arange(len(block)))
-        chosen = order[first[:, None] + np.arange(k)]
-        neighbours[start : start + len(block)] = columns[chosen]
-        distances[start : start + len(block)] = direct[chosen]
+        neighbours[start : start + len(block)], distances[start : start + len(block)] = _k_nearest_candidates(hits, columns, direct, len(block), k)
+    return neighbours, distances
+
+
+def _k_nearest_candidates(hits: np.ndarray, columns: np.ndarray, distances: np.ndarray, queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's k nearest among candidate (query, column, distance) triples, `hits` ascending
+    (as np.nonzero returns them) with at least k candidates per query: nearest first, ties to the lower column."""
+    order = np.lexsort((columns, distances, hits))  # by query, then distance, then lower row number
+    first = np.searchsorted(hits, np.arange(queries))
+    chosen = order[first[:, None] + np.arange(k)]
+    return columns[chosen], distances[chosen]
+
+
+def exact_top_k(embeddings: np.ndarray, k: int, rows: np.ndarray | None = None, block_elements: int = 2**23) -> tuple[np.ndarray, np.ndarray]:
+    """The brute-force reference that `nearest_neighbours` is tested and checked against: for each
+    row (or each of `rows`), the `k` nearest other rows and their squared distances (float64),
+    nearest first, ties to the lower row number.
+
+    Every pair's |a|^2 + |b|^2 - 2 a.b in float64, with no assumption of unit length. Distances are
+    computed between distinct vectors and mapped back, so identical embeddings are exactly 0 apart
+    and tie exactly. Memory stays at about `block_elements` distances per block of queries.
+    """
+    vectors = np.asarray(embeddings, dtype="float64")
+    n = len(vectors)
+    queries = np.arange(n) if rows is None else np.asarray(rows, dtype="int64")
+    k = min(k, n - 1)
+    distinct, inverse = np.unique(vectors, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    repeated = len(distinct) < n
+    if not repeated:  # no vector twice: compute between the rows as they are, without mapping back
+        distinct, inverse = vectors, np.arange(n)
+    squared_norms = np.einsum("ij,ij->i", distinct, distinct)
+    block_rows = max(1, block_elements // max(n, 1))
+    neighbours = np.empty((len(queries), k), dtype="int64")
+    distances = np.empty((len(queries), k), dtype="float64")
+    for start in range(0, len(queries), block_rows):
+        block = queries[start : start + block_rows]
+        own = inverse[block]
+        between_distinct = squared_norms[own, None] + squared_norms[None, :] - 2.0 * (distinct[own] @ distinct.T)
+        between_distinct[np.arange(len(block)), own] = 0.0
+        row_distances = between_distinct[:, inverse] if repeated else between_distinct
+        row_distances[np.arange(len(block)), block] = np.inf  # a movie is not its own neighbour
+        kth = np.partition(row_distances, k - 1, axis=1)[:, k - 1]
+        hits, columns = np.nonzero(row_distances <= kth[:, None])
+        found = _k_nearest_candidates(hits, columns, row_distances[hits, columns], len(block), k)
+        neighbours[start : start + len(block)], distances[start : start + len(block)] = found
     return neighbours, distances
 
 

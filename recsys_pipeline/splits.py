@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -15,24 +17,30 @@ DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
 def random_split(n_ratings: int, seed: int = DEFAULT_SEED, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> pd.Categorical:
     """Label each of `n_ratings` rows train, validation or test at random.
 
-    Two successive `train_test_split` calls with the same seed, as in the notebook, so that the
-    split (and every figure measured on it) matches the published peers' split row for row.
+    The notebook's two successive `train_test_split` calls with the same seed, row for row, so that
+    the split (and every figure measured on it) matches the published peers' split.
     """
-    # Imported here: scikit-learn takes seconds to import, and every Dagster step loads this module.
-    from sklearn.model_selection import train_test_split
-
     train_fraction, validation_fraction, test_fraction = fractions
     if min(fractions) <= 0 or not np.isclose(sum(fractions), 1.0):
         raise ValueError(f"split fractions must be positive and sum to 1, got {fractions}")
-    rows = np.arange(n_ratings)
     # Rounded so that 1 - 0.7 is exactly the notebook's 0.3: one ulp more moves a row between splits.
     held_out_fraction = round(1.0 - train_fraction, 9)
-    _, held_out = train_test_split(rows, test_size=held_out_fraction, random_state=seed)
-    _, test = train_test_split(held_out, test_size=round(test_fraction / held_out_fraction, 9), random_state=seed)
+    held_out = _held_out_rows(np.arange(n_ratings), held_out_fraction, seed)
+    test = _held_out_rows(held_out, round(test_fraction / held_out_fraction, 9), seed)
     labels = np.zeros(n_ratings, dtype=np.int8)
     labels[held_out] = 1
     labels[test] = 2
     return pd.Categorical.from_codes(labels, categories=list(SPLITS))
+
+
+def _held_out_rows(rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The rows scikit-learn's `train_test_split(rows, test_size=fraction, random_state=seed)` returns
+    as its test part: the first ceil(fraction·n) of a `RandomState(seed)` permutation. Computed here
+    rather than imported, because importing scikit-learn takes longer than the whole split."""
+    n_held_out = math.ceil(fraction * len(rows))
+    if not 0 < n_held_out < len(rows):
+        raise ValueError(f"cannot hold out {fraction:.0%} of {len(rows)} ratings and keep some for training")
+    return rows[np.random.RandomState(seed).permutation(len(rows))[:n_held_out]]
 
 
 RANDOM = "random"

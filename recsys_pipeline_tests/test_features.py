@@ -163,3 +163,16 @@ def test_user_genre_averages_refuse_ratings_of_unknown_movies():
     movie_table = features.build_movie_features(_movies(), _train_ratings())
     with pytest.raises(ValueError, match="outside the given tables"):
         features.build_user_genre_averages([1], pd.DataFrame({"userId": [1], "movieId": [999], "rating": [3.0]}), movie_table)
+
+
+def test_per_user_genre_sums_equal_scipys_sparse_product_to_the_bit():
+    # Ratings with many digits, in shuffled order: any other order of addition would differ in the last bits.
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(5)
+    pairs = rng.choice(50 * 300, 4_000, replace=False)
+    user_codes, movie_codes = pairs // 300, pairs % 300
+    weights = rng.uniform(0.5, 5.0, len(pairs))
+    genre_rows = (rng.random((300, 7)) < 0.3).astype("float64")
+    expected = sp.csr_matrix((weights, (user_codes, movie_codes)), shape=(50, 300)) @ genre_rows
+    np.testing.assert_array_equal(features._per_user_sums(user_codes, movie_codes, weights, genre_rows, 50), expected)

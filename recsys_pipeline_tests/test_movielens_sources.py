@@ -14,6 +14,7 @@ import ssl
 import stat
 import subprocess
 import threading
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import pytest
 
 from recsys_pipeline import movielens
 from recsys_pipeline.movielens import MovieLensError
+from recsys_pipeline.settings import DEFAULT_SOURCE
 
 MOVIES = "movieId,title,genres\n1,Toy Story (1995),Comedy\n"
 RATINGS = "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n"
@@ -260,3 +262,47 @@ def test_an_untrusted_certificate_is_refused(tmp_path: Path, server: ArchiveServ
     server.files["/ml.zip"] = GOOD_ZIP
     with pytest.raises(MovieLensError, match="CERTIFICATE_VERIFY_FAILED"):
         movielens.download(url_of(server, "/ml.zip"), tmp_path)  # the default opener trusts only the system's CAs
+
+
+# --- choosing the source --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("location", ["", "   "])
+def test_an_empty_source_is_refused_not_taken_for_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, location: str) -> None:
+    (tmp_path / "movies.csv").write_text(MOVIES)  # the current folder would pass for a source
+    (tmp_path / "ratings.csv").write_text(RATINGS)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MovieLensError, match=r"^RECSYS_MOVIELENS is empty: set it to a directory holding movies.csv and ratings.csv"):
+        movielens.resolve_source(location, tmp_path / "cache")
+
+
+def test_several_subfolders_holding_csvs_are_refused_with_their_names(tmp_path: Path) -> None:
+    for name in ("ml-latest-small", "ml-latest-small-old", "notes"):
+        (tmp_path / name).mkdir()
+    for name in ("ml-latest-small", "ml-latest-small-old"):
+        (tmp_path / name / "movies.csv").write_text(MOVIES)
+        (tmp_path / name / "ratings.csv").write_text(RATINGS)
+    with pytest.raises(MovieLensError, match=r"2 subfolders hold MovieLens CSVs \(ml-latest-small, ml-latest-small-old\); set RECSYS_MOVIELENS to the one to use"):
+        movielens.resolve_source(str(tmp_path), tmp_path / "cache")
+    assert movielens.resolve_source(str(tmp_path / "ml-latest-small"), tmp_path / "cache") == tmp_path / "ml-latest-small"
+
+
+def test_a_zip_with_several_datasets_is_refused_with_their_names(tmp_path: Path) -> None:
+    archive = tmp_path / "two.zip"
+    archive.write_bytes(zip_bytes({f"{name}/{file}": text for name in ("a", "b") for file, text in (("movies.csv", MOVIES), ("ratings.csv", RATINGS))}))
+    with pytest.raises(MovieLensError, match=r"2 subfolders hold MovieLens CSVs \(a, b\)"):
+        movielens.resolve_source(str(archive), tmp_path / "cache")
+
+
+def test_an_unreachable_download_says_to_set_the_source_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(movielens.time, "sleep", lambda seconds: None)
+
+    def offline(url: str, timeout: float):
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    with pytest.raises(MovieLensError) as refusal:
+        movielens.resolve_source(DEFAULT_SOURCE, tmp_path, opener=offline)
+    message = str(refusal.value)
+    assert "\n" not in message
+    assert message.startswith(f"{DEFAULT_SOURCE}: download failed after 3 attempt(s)")
+    assert message.endswith("Set RECSYS_MOVIELENS to a local copy (a directory holding movies.csv and ratings.csv, a .zip of it) or to an https URL this machine can reach.")

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recsys_pipeline import movielens
+from recsys_pipeline import features, movielens
 from recsys_pipeline.definitions import build_definitions
 from recsys_pipeline.layout import ARTIFACTS_DIR
 from recsys_pipeline.movielens import MovieLensError
@@ -89,7 +89,7 @@ REFUSALS = [
 ]
 
 
-def materialize_ingest(source: Path, data_dir: Path) -> None:
+def materialize_ingest(source: Path | str, data_dir: Path) -> None:
     """Run the pipeline's ingest step (the raw_movies/raw_ratings multi-asset) through Dagster."""
     defs = build_definitions(str(source), data_dir)
     dg.materialize([defs.get_assets_def("raw_movies")], resources=defs.resources, instance=dg.DagsterInstance.ephemeral())
@@ -136,6 +136,34 @@ def test_missing_file_is_named_and_nothing_is_written(tmp_path: Path, ingested: 
 def test_missing_source_says_what_to_set(tmp_path: Path) -> None:
     with pytest.raises(MovieLensError, match="no such directory or file. Set RECSYS_MOVIELENS"):
         movielens.resolve_source(str(tmp_path / "nowhere"), tmp_path / "cache")
+
+
+@pytest.mark.parametrize("location", ["nowhere", "", "several"])
+def test_a_missing_empty_or_ambiguous_source_fails_ingest_with_one_line_naming_the_variable(tmp_path: Path, ingested: Path, location: str) -> None:
+    if location == "several":
+        for name in ("a", "b"):
+            write_source(tmp_path / "several" / name)
+    source = "" if location == "" else str(tmp_path / location)
+    data_dir = Path(shutil.copytree(ingested, tmp_path / "data"))
+    before = artifact_hashes(data_dir)
+    with pytest.raises(dg.Failure) as refusal:
+        materialize_ingest(source, data_dir)
+    assert "\n" not in refusal.value.description and "RECSYS_MOVIELENS" in refusal.value.description
+    assert refusal.value.__cause__ is None and refusal.value.__suppress_context__  # no traceback of the lookup behind it
+    assert artifact_hashes(data_dir) == before
+
+
+def test_genre_names_differing_only_in_case_or_space_become_one_genre(tmp_path: Path) -> None:
+    movies = (
+        "movieId,title,genres\n"
+        "1,Toy Story (1995),Animation|Comedy\n"
+        "2,Heat (1995), comedy|Crime |Comedy\n"
+        "3,Casino (1995),crime|Drama\n"
+        "4,Sabrina (1995),Comedy|Romance\n"
+    )
+    normalised = movielens.read_movies(write_source(tmp_path, movies=movies))
+    assert normalised["genres"].tolist() == ["Animation|Comedy", "Comedy|Crime", "Crime|Drama", "Comedy|Romance"]
+    assert features.genre_vocabulary(normalised["genres"]) == ["Animation", "Comedy", "Crime", "Drama", "Romance"]
 
 
 def test_many_offending_rows_are_counted_not_all_listed(tmp_path: Path) -> None:

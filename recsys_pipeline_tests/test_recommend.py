@@ -48,9 +48,82 @@ def test_an_exact_title_in_any_case_wins_over_the_titles_that_contain_it():
 
 def test_a_part_of_several_titles_is_ambiguous_and_lists_each_candidate_with_its_id(movie_features):
     with pytest.raises(recommend.QueryError, match="matches 3 movies") as raised:
-        recommend.find_movie(movie_features, "toy story")
+        recommend.find_movie(movie_features, "toy")
     for listed in ("Toy Story (1995) [movieId 1]", "Toy Story 2 (1999) [movieId 3114]", "Toy Story 3 (2010) [movieId 78499]"):
         assert listed in str(raised.value)
+
+
+MOVIELENS_TITLES = {
+    2571: "Matrix, The (1999)",
+    6365: "Matrix Reloaded, The (2003)",
+    73: "Misérables, Les (1995)",
+    1873: "Misérables, Les (1998)",
+    47: "Seven (a.k.a. Se7en) (1995)",
+    29: "City of Lost Children, The (Cité des enfants perdus, La) (1995)",
+    8195: "Avventura, L' (Adventure, The) (1960)",
+    6: "Heat (1995)",
+    103372: "Heat, The (2013)",
+    176371: "Blade Runner 2049 (2017)",
+    1: "Toy Story (1995)",
+    3114: "Toy Story 2 (1999)",
+    1411: "Hamlet (1996)",
+    3598: "Hamlet (2000)",
+}
+
+
+@pytest.fixture
+def movielens_titles() -> pd.DataFrame:
+    return pd.DataFrame({"movieId": list(MOVIELENS_TITLES), "title": list(MOVIELENS_TITLES.values())})
+
+
+@pytest.mark.parametrize(
+    ("query", "movie_id"),
+    [
+        ("The Matrix", 2571),  # MovieLens moves a leading article behind the title
+        ("the matrix (1999)", 2571),
+        ("THE MATRIX 1999", 2571),
+        ("Matrix, The", 2571),
+        ("Matrix", 2571),  # the title without its article, before the titles that contain it
+        ("the matrix reloaded", 6365),
+        ("Les Misérables (1998)", 1873),  # foreign articles too
+        ("les miserables 1995", 73),  # accents optional
+        ("Se7en", 47),  # "(a.k.a. ...)" names count
+        ("seven 1995", 47),
+        ("La Cité des enfants perdus", 29),  # so do alternate titles in parentheses, articles moved back
+        ("city of lost children", 29),
+        ("L'Avventura", 8195),
+        ("the adventure", 8195),
+        ("toy story", 1),  # the year is optional when the title is unique without it
+        ("Toy Story 1995", 1),
+        ("toy story (1995)", 1),
+        ("Heat", 6),  # the title as written before the one without its article
+        ("The Heat", 103372),
+        ("heat 2013", 103372),
+        ("Blade Runner 2049", 176371),  # a number that is part of the title, not its year
+    ],
+)
+def test_find_movie_understands_movielens_title_conventions(movielens_titles, query, movie_id):
+    assert recommend.find_movie(movielens_titles, query) == movie_id
+
+
+@pytest.mark.parametrize(
+    ("query", "candidates"),
+    [("Les Misérables", [73, 1873]), ("hamlet", [1411, 3598]), ("matrix (2003)", None), ("toy story 2010", None)],
+)
+def test_find_movie_still_refuses_ambiguous_or_unknown_titles(movielens_titles, query, candidates):
+    with pytest.raises(recommend.QueryError) as raised:
+        recommend.find_movie(movielens_titles, query)
+    message = str(raised.value)
+    if candidates:
+        assert f"matches {len(candidates)} movies" in message
+        assert all(f"{MOVIELENS_TITLES[movie_id]} [movieId {movie_id}]" in message for movie_id in candidates)
+    else:
+        assert message.startswith(f"no movie titled '{query}'")
+
+
+def test_an_unknown_title_written_naturally_is_matched_closely_to_the_stored_title(movielens_titles):
+    with pytest.raises(recommend.QueryError, match=r"no movie titled 'The Matrx'\. Close matches: Matrix, The \(1999\)"):
+        recommend.find_movie(movielens_titles, "The Matrx")
 
 
 def test_a_title_shared_by_two_movies_is_ambiguous_until_given_by_id(movie_features):

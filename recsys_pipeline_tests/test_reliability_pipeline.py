@@ -104,7 +104,7 @@ def test_a_bad_archive_or_path_is_refused_and_every_earlier_artifact_is_unchange
             bundle.writestr("../../ratings.csv", "userId,movieId,rating,timestamp\n")
     before = artifact_hashes(earlier_run)
     message = {"not_a_zip": "not a zip archive", "zip_slip": "would land outside the extraction folder", "missing": "no such directory or file"}[kind]
-    with pytest.raises(movielens.MovieLensError, match=message):
+    with pytest.raises(dg.Failure, match=message):  # the source's refusal, without the traceback behind it
         materialize(source, earlier_run)
     assert artifact_hashes(earlier_run) == before
 
@@ -257,3 +257,22 @@ def test_the_same_seed_reproduces_splits_and_features_byte_for_byte_and_metrics_
     assert result.success
     assert artifact_hashes(other_seed)["raw_ratings.parquet"] == first["raw_ratings.parquet"]
     assert artifact_hashes(other_seed)["rating_splits.parquet"] != first["rating_splits.parquet"]
+
+
+def test_an_unreachable_source_fails_the_cli_with_one_line_naming_the_variable(tmp_path: Path) -> None:
+    unreachable = "https://127.0.0.1:9/ml-latest-small.zip"  # the discard port: connection refused at once
+    completed = subprocess.run(
+        [Path(sys.executable).with_name("dagster"), "asset", "materialize", "-m", "recsys_pipeline.definitions", "--select", "*"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "RECSYS_MOVIELENS": unreachable, "RECSYS_DATA_DIR": str(tmp_path / "data")},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode != 0
+    reason = [line for line in output.splitlines() if f"{unreachable}: download failed after {movielens.DOWNLOAD_ATTEMPTS} attempt(s)" in line]
+    assert reason and all(line.endswith("Set RECSYS_MOVIELENS to a local copy (a directory holding movies.csv and ratings.csv, a .zip of it) or to an https URL this machine can reach.") for line in reason)
+    assert len(reason) <= 2  # the step's failure, and Dagster's summary of the run
+    assert "urllib" not in output and "The above exception" not in output  # no traceback of the download behind it
+

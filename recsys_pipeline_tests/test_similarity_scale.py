@@ -9,7 +9,7 @@ from upath import UPath
 from recsys_pipeline.orchestration import checks
 from recsys_pipeline.orchestration.assets.similarity import embedding_distance_matrix
 from recsys_pipeline.orchestration.io_managers import ArtifactStore
-from recsys_pipeline.similarity import DistanceMatrixFile, nearest_neighbours, similar_movies_table, squared_distance_matrix
+from recsys_pipeline.similarity import DistanceMatrixFile, exact_top_k, nearest_neighbours, similar_movies_table, squared_distance_matrix
 
 ML_LATEST_SMALL_SHAPE = (9_742, 32)
 
@@ -22,37 +22,38 @@ def unit_vectors(n: int, dimensions: int = 32, seed: int = 0, duplicates: int = 
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def brute_force_top_k(embeddings: np.ndarray, k: int, chunk_rows: int = 1024) -> np.ndarray:
-    """|a - b|^2 = |a|^2 + |b|^2 - 2a.b for every pair in float64, rows stably sorted so ties go to the
-    lower index. Distances are computed between distinct vectors and mapped back, so identical
-    embeddings are at distance exactly 0 and tie exactly."""
-    distinct, inverse = np.unique(embeddings.astype("float64"), axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    squared_norms = np.sum(distinct**2, axis=1)
-    rows = []
-    for start in range(0, len(embeddings), chunk_rows):
-        own = inverse[start : start + chunk_rows]
-        between_distinct = squared_norms[own, None] + squared_norms[None, :] - 2.0 * (distinct[own] @ distinct.T)
-        between_distinct[np.arange(len(own)), own] = 0.0
-        distances = between_distinct[:, inverse]
-        distances[np.arange(len(own)), np.arange(start, start + len(own))] = np.inf
-        rows.append(np.argsort(distances, axis=1, kind="stable")[:, :k])
-    return np.concatenate(rows)
+def test_exact_top_k_orders_by_distance_with_ties_to_the_lower_row():
+    # Movies 1 and 3 are the same vector; 2 and 4 lie at the same angle (0.3 rad) either side of movie 0.
+    embeddings = unit_vectors_at([0.0, 1.0, 0.3, 1.0, -0.3])
+    neighbours, distances = exact_top_k(embeddings, 3)
+    np.testing.assert_array_equal(neighbours[0], [2, 4, 1])
+    np.testing.assert_array_equal(neighbours[1], [3, 2, 0])
+    assert distances[1, 0] == 0.0 and distances[3, 0] == 0.0
+    np.testing.assert_allclose(distances[0], [2 - 2 * np.cos(0.3)] * 2 + [2 - 2 * np.cos(1.0)])
+    only, only_distances = exact_top_k(embeddings, 3, rows=np.array([4, 1]))
+    np.testing.assert_array_equal(only, neighbours[[4, 1]])
+    np.testing.assert_array_equal(only_distances, distances[[4, 1]])
+
+
+def unit_vectors_at(angles: list[float]) -> np.ndarray:
+    return np.column_stack([np.cos(angles), np.sin(angles)])
 
 
 def test_top_10_identical_to_brute_force_at_ml_latest_small_shape():
     embeddings = unit_vectors(*ML_LATEST_SMALL_SHAPE, duplicates=300)
     neighbours, distances = nearest_neighbours(embeddings, 10)
-    np.testing.assert_array_equal(neighbours, brute_force_top_k(embeddings, 10))
+    np.testing.assert_array_equal(neighbours, exact_top_k(embeddings, 10)[0])
     direct = np.sum((embeddings[:, None, :].astype("float64") - embeddings[neighbours].astype("float64")) ** 2, axis=2)
     np.testing.assert_allclose(distances, direct, atol=1e-5)
 
 
+@pytest.mark.parametrize("duplicates", [0, 40])
 @pytest.mark.parametrize("block_elements", [1, 997, 50_000])
-def test_blocked_top_k_equals_brute_force_for_any_block_size(block_elements):
-    embeddings = unit_vectors(500, 8, seed=3, duplicates=40)
+def test_blocked_top_k_equals_brute_force_for_any_block_size(block_elements, duplicates):
+    embeddings = unit_vectors(500, 8, seed=3, duplicates=duplicates)
     neighbours, _ = nearest_neighbours(embeddings, 7, block_elements=block_elements)
-    np.testing.assert_array_equal(neighbours, brute_force_top_k(embeddings, 7))
+    np.testing.assert_array_equal(neighbours, exact_top_k(embeddings, 7)[0])
+    np.testing.assert_array_equal(neighbours, exact_top_k(embeddings, 7, block_elements=block_elements)[0])
 
 
 def test_memory_mapped_matrix_equals_in_memory_matrix(tmp_path):

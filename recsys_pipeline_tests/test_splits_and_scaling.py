@@ -11,14 +11,24 @@ from recsys_pipeline.movielens import read_movies, read_ratings
 from recsys_pipeline.standardisation import FittedScalers, fit_scalers, fit_standardiser
 
 
-def test_split_is_the_notebooks_two_train_test_splits():
-    labels = splits.random_split(1000, seed=47005)
-    rows = np.arange(1000)
-    train, rest = train_test_split(rows, test_size=0.3, random_state=47005)
-    validation, test = train_test_split(rest, test_size=0.5, random_state=47005)
-    assert set(np.flatnonzero(labels == "train")) == set(train)
-    assert set(np.flatnonzero(labels == "validation")) == set(validation)
-    assert set(np.flatnonzero(labels == "test")) == set(test)
+@pytest.mark.parametrize(
+    ("n_ratings", "seed", "fractions"),
+    [(1000, 47005, splits.DEFAULT_FRACTIONS), (100_836, 47005, splits.DEFAULT_FRACTIONS), (7, 3, (0.5, 0.25, 0.25)), (9_999, 0, (0.8, 0.1, 0.1)), (12_345, 2**32 - 1, (0.6, 0.3, 0.1))],
+)
+def test_split_is_the_notebooks_two_train_test_splits_row_for_row(n_ratings, seed, fractions):
+    labels = splits.random_split(n_ratings, seed, fractions)
+    train_fraction, _, test_fraction = fractions
+    held_out_fraction = round(1 - train_fraction, 9)
+    train, rest = train_test_split(np.arange(n_ratings), test_size=held_out_fraction, random_state=seed)
+    validation, test = train_test_split(rest, test_size=round(test_fraction / held_out_fraction, 9), random_state=seed)
+    expected = np.empty(n_ratings, dtype=object)
+    expected[train], expected[validation], expected[test] = "train", "validation", "test"
+    np.testing.assert_array_equal(np.asarray(labels, dtype=object), expected)
+
+
+def test_split_refuses_too_few_ratings_to_train_on():
+    with pytest.raises(ValueError, match="cannot hold out 30% of 1 ratings"):
+        splits.random_split(1, 1)
 
 
 def test_split_is_seeded_and_proportional():

@@ -7,7 +7,7 @@ import pandas as pd
 from recsys_pipeline import movielens, splits
 from recsys_pipeline.model_inputs import rating_rows, scaled_inputs
 from recsys_pipeline.standardisation import FittedScalers
-from recsys_pipeline.similarity import MAX_SQUARED_DISTANCE
+from recsys_pipeline.similarity import MAX_SQUARED_DISTANCE, exact_top_k
 
 SAMPLED_PAIRS = 2_000
 MATRIX_BLOCK_ROWS = 256
@@ -159,7 +159,8 @@ def distance_matrix_matches_embeddings(embedding_distance_matrix: np.ndarray, mo
 )
 def similar_movies_are_nearest(similar_movies: pd.DataFrame, movie_embeddings: np.ndarray, movie_features: pd.DataFrame) -> dg.AssetCheckResult:
     """Each movie's listed neighbours are distinct, nearest first, and its nearest others by brute
-    force over the embeddings, at the listed distances: every movie when there are at most CHECKED_MOVIES, a seeded sample above."""
+    force over the embeddings (similarity.exact_top_k), at the listed distances: every movie when
+    there are at most CHECKED_MOVIES, a seeded sample above."""
     embeddings = np.asarray(movie_embeddings, dtype="float64")
     n = len(embeddings)
     k = int(similar_movies["rank"].max())
@@ -170,22 +171,14 @@ def similar_movies_are_nearest(similar_movies: pd.DataFrame, movie_embeddings: n
     listed_ids = similar_movies["similar_movieId"].to_numpy().reshape(n, k)[checked]
     listed_distances = similar_movies["distance"].to_numpy().reshape(n, k)[checked]
     sources_in_order = bool(np.array_equal(similar_movies["movieId"].to_numpy()[::k], movie_features["movieId"].to_numpy()))
-    position = pd.Index(movie_features["movieId"])
-    squared_norms = np.sum(embeddings**2, axis=1)
-    largest_difference, violations, unknown = 0.0, 0, 0
+    targets = pd.Index(movie_features["movieId"]).get_indexer(listed_ids.ravel()).reshape(len(checked), k)
+    unknown = int((targets < 0).sum())
     sorted_ids = np.sort(listed_ids, axis=1)
     malformed = int((np.any(sorted_ids[:, 1:] == sorted_ids[:, :-1], axis=1) | np.any(np.diff(listed_distances, axis=1) < 0, axis=1)).sum())
-    for start in range(0, len(checked), MATRIX_BLOCK_ROWS):
-        rows = checked[start : start + MATRIX_BLOCK_ROWS]
-        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b in float64, without assuming unit length as the search does.
-        distances = squared_norms[rows, None] + squared_norms[None, :] - 2.0 * (embeddings[rows] @ embeddings.T)
-        distances[np.arange(len(rows)), rows] = np.inf
-        targets = position.get_indexer(listed_ids[start : start + len(rows)].ravel()).reshape(len(rows), k)
-        unknown += int((targets < 0).sum())
-        listed = listed_distances[start : start + len(rows)]
-        largest_difference = max(largest_difference, float(np.max(np.abs(np.take_along_axis(distances, targets, axis=1) - listed))))
-        kth_smallest = np.partition(distances, k - 1, axis=1)[:, k - 1]
-        violations += int((kth_smallest < listed[:, -1] - TOLERANCE).sum())
+    actual = np.sum((embeddings[checked, None, :] - embeddings[np.maximum(targets, 0)]) ** 2, axis=2)
+    largest_difference = float(np.max(np.abs(actual - listed_distances)[targets >= 0], initial=0.0))
+    _, nearest_distances = exact_top_k(embeddings, k, rows=checked)
+    violations = int((nearest_distances[:, -1] < listed_distances[:, -1] - TOLERANCE).sum())
     return dg.AssetCheckResult(
         passed=sources_in_order and unknown == 0 and malformed == 0 and largest_difference < TOLERANCE * 10 and violations == 0,
         metadata={

@@ -12,15 +12,28 @@ PREVIEW_ROWS = 5
 
 
 def table_metadata(table: pd.DataFrame, preview_columns: list[str] | None = None) -> dict[str, Any]:
-    """Row count, column schema and a markdown preview of the first rows."""
-    preview = table[preview_columns] if preview_columns else table
+    """Row count, column schema and a preview of the first rows, which the UI shows as a table."""
+    preview = (table[preview_columns] if preview_columns else table).head(PREVIEW_ROWS)
     return {
         "dagster/row_count": len(table),
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name=str(name), type=str(dtype)) for name, dtype in table.dtypes.items()]
+        "dagster/column_schema": _schema(table),
+        # A table value rather than markdown: no tabulate import and rendering in every step.
+        "preview": dg.MetadataValue.table(
+            [dg.TableRecord({str(name): _plain(value) for name, value in row.items()}) for row in preview.to_dict("records")], _schema(preview)
         ),
-        "preview": dg.MetadataValue.md(preview.head(PREVIEW_ROWS).to_markdown(index=False)),
     }
+
+
+def _schema(table: pd.DataFrame) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name=str(name), type=str(dtype)) for name, dtype in table.dtypes.items()])
+
+
+def _plain(value: Any) -> str | int | float | bool | None:
+    """A table cell as the metadata accepts it: a Python scalar, None for a missing value."""
+    if pd.isna(value):
+        return None
+    value = value.item() if hasattr(value, "item") else value
+    return value if isinstance(value, (int, float, bool)) else str(value)
 
 
 def line_chart(series: dict[str, list[float]], title: str, x_label: str, y_label: str) -> dg.MetadataValue:

@@ -7,7 +7,7 @@ import dagster as dg
 from upath import UPath
 
 from recsys_pipeline import layout, releases
-from recsys_pipeline.movielens import resolve_source
+from recsys_pipeline.movielens import MovieLensError, resolve_source
 from recsys_pipeline.settings import DEFAULT_DATA_DIR, DEFAULT_RMSE_TOLERANCE, DEFAULT_SEED, DEFAULT_SOURCE
 
 
@@ -22,7 +22,13 @@ class MovieLensSource(dg.ConfigurableResource):
     sha256: str | None = None
 
     def directory(self) -> Path:
-        return resolve_source(self.location, Path(self.cache_dir), self.sha256)
+        """The folder holding the CSVs. A source that is missing, unreachable or not MovieLens fails
+        the step with its one-line reason, which says how to set RECSYS_MOVIELENS: a Failure, not
+        retried, without the traceback of the download or file system calls behind it."""
+        try:
+            return resolve_source(self.location, Path(self.cache_dir), self.sha256)
+        except MovieLensError as error:
+            raise dg.Failure(description=str(error), metadata={"location": self.location}, allow_retries=False) from None
 
 
 class Reproducibility(dg.ConfigurableResource):

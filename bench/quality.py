@@ -32,13 +32,14 @@ import pandas as pd
 
 from recsys_pipeline import evaluation, features, movielens, splits, workflow
 from recsys_pipeline.model_inputs import rating_rows
-from recsys_pipeline.settings import TrainingSettings
+from recsys_pipeline.settings import RankingSettings, TrainingSettings
 from recsys_pipeline.standardisation import fit_scalers
 
 DEFAULT_DATA = Path(os.environ.get("RECSYS_MOVIELENS", Path(__file__).resolve().parents[1].parent / "shared" / "movielens" / "ml-latest-small"))
 FOLDS = 5
 RATING_METRICS = ("test_rmse", "test_mae")
-RANKING_METRICS = ("test_precision_at_10", "test_ndcg_at_10")
+RANKING_METRICS = ("test_precision_at_10", "test_ndcg_at_10", "test_recall_at_20")
+EASE_LAMBDA = 100.0
 
 
 def _tables(movies: pd.DataFrame, users: np.ndarray, rated: pd.DataFrame):
@@ -47,14 +48,32 @@ def _tables(movies: pd.DataFrame, users: np.ndarray, rated: pd.DataFrame):
     return user_table, movie_table
 
 
-class _NoPreference:
-    """Scores every movie 0, so the report's popularity baseline is what it measures."""
+def ease_scores(rated: np.ndarray, regularisation: float) -> np.ndarray:
+    """EASE (Steck 2019) scores of every user for every movie from a binary users × movies matrix, in
+    closed form; through the Woodbury identity when there are fewer users than movies."""
+    rated = rated.astype("float64")
+    users, movies = rated.shape
+    if users < movies:
+        inverse = np.linalg.inv(regularisation * np.eye(users) + rated @ rated.T)
+        solved = inverse @ rated
+        diagonal = (1.0 - (rated * solved).sum(axis=0)) / regularisation
+        products = (rated - (rated @ rated.T) @ solved) / regularisation
+        return rated - products / diagonal
+    precision = np.linalg.inv(rated.T @ rated + regularisation * np.eye(movies))
+    weights = -precision / np.diag(precision)
+    np.fill_diagonal(weights, 0.0)
+    return rated @ weights
 
-    def __init__(self, movies: int):
-        self.movies = movies
 
-    def scores(self, user_rows: np.ndarray) -> np.ndarray:
-        return np.zeros((len(user_rows), self.movies))
+def ease_figures(train: pd.DataFrame, test: pd.DataFrame, user_table: pd.DataFrame, movie_table: pd.DataFrame) -> dict[str, float]:
+    users = pd.Index(user_table["userId"]).get_indexer
+    movies = pd.Index(movie_table["movieId"]).get_indexer
+    train_pairs = (users(train["userId"]), movies(train["movieId"]))
+    rated = np.zeros((len(user_table), len(movie_table)))
+    rated[train_pairs] = 1.0
+    scores = ease_scores(rated, EASE_LAMBDA)
+    figures = evaluation.ranking_metrics(lambda rows: scores[rows], train_pairs, (users(test["userId"]), movies(test["movieId"])), len(movie_table))
+    return {f"test_{name}": value for name, value in figures.items()}
 
 
 def run_split(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int, method: str, variants: list[str]) -> list[dict]:
@@ -72,7 +91,8 @@ def run_split(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int, method: st
         model, history, inputs = two_tower.train_on_ratings(train, validation, user_table, movie_table, scalers, settings)
         scorer = two_tower.scorer(model, inputs)
         predicted = evaluation.clip_stars(scorer.predict(rating_rows(test, inputs)))
-        ranking = workflow.ranking_report(scorer, inputs, train, test, user_table, movie_table)
+        ranker = workflow.train_ranking_model(model, train, labelled, user_table, movie_table, scalers, RankingSettings(seed=seed))
+        ranking = workflow.ranking_report(ranker.model, labelled, user_table, movie_table, scalers)
         rows.append(
             {
                 "model": f"two-tower {variant}",
@@ -80,7 +100,9 @@ def run_split(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int, method: st
                 "test_mae": evaluation.mae(predicted, test["rating"]),
                 "test_precision_at_10": ranking["test_precision_at_10"],
                 "test_ndcg_at_10": ranking["test_ndcg_at_10"],
+                "test_recall_at_20": ranking["test_recall_at_20"],
                 "epochs": len(history["loss"]),
+                "ranking_epochs": ranker.best_epoch,
                 "seconds": time.perf_counter() - started,
             }
         )
@@ -89,8 +111,8 @@ def run_split(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int, method: st
     rows.append({"model": "global mean", "test_rmse": evaluation.rmse(np.full(len(test), global_mean), test["rating"]), "test_mae": evaluation.mae(np.full(len(test), global_mean), test["rating"])})
     rows.append({"model": "user+item bias", "test_rmse": evaluation.rmse(evaluation.clip_stars(bias), test["rating"]), "test_mae": evaluation.mae(evaluation.clip_stars(bias), test["rating"])})
     if inputs is not None:
-        popularity = workflow.ranking_report(_NoPreference(len(movie_table)), inputs, train, test, user_table, movie_table)
-        rows.append({"model": "most popular", "test_precision_at_10": popularity["baseline_popularity_precision_at_10"], "test_ndcg_at_10": popularity["baseline_popularity_ndcg_at_10"]})
+        rows.append({"model": "most popular", **{f"test_{name}": ranking[f"baseline_popularity_{name}"] for name in ("precision_at_10", "ndcg_at_10", "recall_at_20")}})
+    rows.append({"model": f"EASE (lambda {EASE_LAMBDA:g})", **ease_figures(train, test, user_table, movie_table)})
     return [{"split": method, "seed": seed, **row} for row in rows]
 
 

@@ -7,8 +7,10 @@
     recsys rollback RELEASE_ID
 
 Answers come from the current release in <data dir>/releases (see recsys_pipeline.releases), the
-data dir being --data-dir, else RECSYS_DATA_DIR, else ./data, as for the Dagster code location. Only `recommend` imports TensorFlow, to embed the
-user through the trained model's user tower. The answers themselves come from recsys_pipeline.recommend.
+data dir being --data-dir, else RECSYS_DATA_DIR, else ./data, as for the Dagster code location. No
+command imports TensorFlow: a known user's list is the released user_recommendations, a new user is
+scored in numpy by the released serving_model (recsys_pipeline.ranking). The answers themselves come
+from recsys_pipeline.recommend.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import layout, recommend, releases
+from recsys_pipeline import layout, ranking, recommend, releases
 from recsys_pipeline.settings import SettingsError, data_dir_from_environment
 from recsys_pipeline.standardisation import FittedScalers
 
@@ -91,10 +93,8 @@ class Artifacts:
             )
         return embeddings
 
-    def model(self):
-        from recsys_pipeline import two_tower  # TensorFlow, only for the commands that embed
-
-        return self._read("accepted_model", lambda path: two_tower.load_model(str(path)))
+    def ranking_model(self) -> ranking.RankingModel:
+        return self._read("serving_model", ranking.RankingModel.load)
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -109,26 +109,30 @@ def similar(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.Dat
 
 
 def recommend_movies(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.DataFrame]:
-    for_user = args.user is not None
+    """A known user's list is read from user_recommendations (what a service would load); a new user
+    described by genre ratings is scored in numpy by the released serving_model. No TensorFlow."""
     movie_features = artifacts.table("movie_features")
-    scalers = artifacts.scalers()
-    user_row_number = None  # a new user has no learned ID: the model scores them by content alone
-    if for_user:
-        user_table = artifacts.table("user_genre_averages")
-        user_row = recommend.user_features(user_table, args.user)
-        user_row_number = int(np.flatnonzero(user_table["userId"].to_numpy() == args.user)[0]) if user_row["rating_count"].iloc[0] > 0 else None
-        rated = recommend.rated_movie_ids(artifacts.table("rating_splits", columns=["userId", "movieId"]), args.user)
-        who = f"user {args.user}, leaving out the {len(rated)} movies they rated"
+    if args.user is not None:
+        served = artifacts.table("user_recommendations")
+        listing = recommend.served_listing(served, movie_features, args.user, args.k, args.min_ratings)
+        who = f"user {args.user} (movies they rated are left out)"
     else:
+        scalers = artifacts.scalers()
         user_row = recommend.genre_profile_features(args.genres, movie_features, scalers.target)
-        rated = []
+        model = artifacts.ranking_model()
+        scores = new_user_scores(model, scalers.user.transform(user_row), movie_features)
+        allowed = recommend.genre_profile_candidates(args.genres, movie_features) & (movie_features["rating_count"].to_numpy() >= args.min_ratings)
+        listing = recommend.ranked_listing(movie_features, scores, args.k, ~allowed)
         who = "a new user rating " + ", ".join(f"{genre}={stars:g}" for genre, stars in args.genres)
-    from recsys_pipeline import two_tower  # TensorFlow, imported only once the question is known to be answerable
-
-    stars = recommend.predicted_stars(two_tower.user_scorer(artifacts.model(), scalers, user_row, user_row_number, movie_features), scalers.target)
-    listing = recommend.top_predictions(movie_features, stars, args.k, rated, args.min_ratings)
     among = f", among movies with at least {args.min_ratings} training ratings" if args.min_ratings else ""
-    return f"The {len(listing)} highest predicted ratings for {who}{among}:", listing
+    return f"The {len(listing)} best-ranked movies for {who}{among}:", listing
+
+
+def new_user_scores(model: ranking.RankingModel, scaled_user: np.ndarray, movie_features: pd.DataFrame) -> np.ndarray:
+    """One new user's score for every movie_features row (by movieId), from their scaled features alone."""
+    columns = model.movie_rows(movie_features["movieId"].to_numpy())
+    scores = model.scores(model.user_vectors(scaled_user, [np.array([], dtype="int64")]))[0]
+    return np.where(columns >= 0, scores[columns], -np.inf)
 
 
 def _release_rows(artifacts: Artifacts, shown: list[releases.Release]) -> pd.DataFrame:
@@ -201,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     similar_parser.add_argument("movie", metavar="TITLE_OR_ID", help="a movieId, an exact title (any case) or a part of exactly one title")
     similar_parser.set_defaults(run=similar)
 
-    recommend_parser = commands.add_parser("recommend", parents=[common], help="the movies with the highest predicted rating for a user")
+    recommend_parser = commands.add_parser("recommend", parents=[common], help="the best-ranked movies for a user (the served list)")
     who = recommend_parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, metavar="ID", help="a userId from the ratings; movies they rated are left out")
     who.add_argument("--genres", type=genre_ratings, metavar="GENRE=STARS,...", help="a new user described by ratings of whole genres")
@@ -218,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SCORE_FORMATS = {"distance": "{:.4f}", "predicted_rating": "{:.2f}", "val_rmse": "{:.4f}", "test_rmse": "{:.4f}"}
+SCORE_FORMATS = {"distance": "{:.4f}", "score": "{:.4f}", "val_rmse": "{:.4f}", "test_rmse": "{:.4f}"}
 
 
 def render_table(heading: str, listing: pd.DataFrame) -> str:

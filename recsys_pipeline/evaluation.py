@@ -82,12 +82,7 @@ def error_table(ratings: pd.DataFrame, predictions: dict[str, np.ndarray], to_un
 # --- ranking --------------------------------------------------------------------------------------
 
 RANKING_CUTOFF = 10
-# Ranking blend (docs/quality.md): predicted stars + POPULARITY_WEIGHT·log(1 + training ratings)
-# + GENRE_WEIGHT·log(genre affinity + AFFINITY_FLOOR). "Relevant" means "the user rated it", which
-# predicted stars alone do not capture: they rank obscure, well-rated movies first.
-POPULARITY_WEIGHT = 1.0
-GENRE_WEIGHT = 0.5
-AFFINITY_FLOOR = 1e-3
+RECALL_CUTOFF = 20
 # Ranking scores users × all movies; above this many test users (MovieLens 25M has 162k) a seeded
 # sample keeps evaluation to minutes. ml-latest-small's 610 users are all ranked.
 RANKED_USERS_LIMIT = 20_000
@@ -98,30 +93,27 @@ def popularity_scores(rating_counts: np.ndarray) -> np.ndarray:
     return np.log1p(np.asarray(rating_counts, dtype="float64"))
 
 
-def genre_affinity(user_genre_shares: np.ndarray, movie_genres: np.ndarray) -> np.ndarray:
-    """log of the share of the user's ratings in the movie's genres, averaged over those genres (users × movies)."""
-    genres = np.asarray(movie_genres, dtype="float64")
-    per_genre = genres / np.maximum(genres.sum(axis=1, keepdims=True), 1.0)
-    return np.log(np.asarray(user_genre_shares, dtype="float64") @ per_genre.T + AFFINITY_FLOOR)
-
-
 def ranking_metrics(
     score_rows,
     train_pairs: tuple[np.ndarray, np.ndarray],
     test_pairs: tuple[np.ndarray, np.ndarray],
     n_movies: int,
     k: int = RANKING_CUTOFF,
+    recall_k: int = RECALL_CUTOFF,
     batch: int = 256,
     max_users: int = RANKED_USERS_LIMIT,
 ) -> dict[str, float]:
-    """Mean precision@k and NDCG@k (binary relevance) over the users with a test rating (a seeded
-    sample of `max_users` of them when there are more: every user scores every movie).
+    """Mean precision@k, NDCG@k (binary relevance) and recall@recall_k over the users with a test
+    rating (a seeded sample of `max_users` of them when there are more: every user scores every movie).
 
     `score_rows(user_rows)` returns a users × movies score matrix; each user's candidates are all
-    movies but those they rated in training; a movie is relevant when the user rated it in test.
-    Ties go to the lower movie row. Pairs are (user rows, movie rows).
+    movies but those they rated in training, ordered by recsys_pipeline.ranking.top_movies (the
+    served order); a movie is relevant when the user rated it in test. Recall divides by
+    min(recall_k, relevant movies). Pairs are (user rows, movie rows).
     """
     import scipy.sparse as sp
+
+    from recsys_pipeline.ranking import top_movies
 
     n_users = int(max(train_pairs[0].max(initial=-1), test_pairs[0].max(initial=-1))) + 1
     seen = sp.csr_matrix((np.ones(len(train_pairs[0]), dtype=bool), train_pairs), shape=(n_users, n_movies))
@@ -130,57 +122,41 @@ def ranking_metrics(
     if len(users) > max_users:
         users = np.sort(np.random.default_rng(0).choice(users, max_users, replace=False))
     discount = 1.0 / np.log2(np.arange(2, k + 2))
-    precision, ndcg = [], []
+    precision, ndcg, recall = [], [], []
     for start in range(0, len(users), batch):
         rows = users[start : start + batch]
-        scores = np.array(score_rows(rows), dtype="float64")
-        scores[seen[rows].toarray()] = -np.inf
-        top = _top_k(scores, k)
-        hits = np.take_along_axis(relevant[rows].toarray(), top, axis=1).astype("float64")
-        ideal = np.cumsum(discount)[np.minimum(np.asarray(relevant[rows].sum(axis=1)).ravel(), k) - 1]
-        precision.append(hits.sum(axis=1) / k)
+        top, _ = top_movies(score_rows(rows), max(k, recall_k), seen[rows].toarray())
+        relevant_rows = relevant[rows].toarray()
+        n_relevant = relevant_rows.sum(axis=1)
+        hits = np.take_along_axis(relevant_rows, top, axis=1).astype("float64")
+        at_k = hits[:, :k]
+        ideal = np.cumsum(discount)[np.minimum(n_relevant, k) - 1]
+        precision.append(at_k.sum(axis=1) / k)
         # Fewer than k movies in the catalogue: the list is shorter, precision still counts k slots.
-        ndcg.append((hits * discount[: hits.shape[1]]).sum(axis=1) / ideal)
-    return {f"precision_at_{k}": float(np.concatenate(precision).mean()), f"ndcg_at_{k}": float(np.concatenate(ndcg).mean())}
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column numbers of each row's k highest scores, best first, ties to the lower column.
-
-    Linear per row (a partition, not a full sort): catalogues of tens of thousands of movies.
-    """
-    k = min(k, scores.shape[1])
-    position = scores.shape[1] - k
-    kth = np.partition(scores, position, axis=1)[:, position : position + 1]
-    above = scores > kth
-    tied = scores == kth
-    needed = k - above.sum(axis=1, keepdims=True)
-    chosen = above | (tied & (np.cumsum(tied, axis=1) <= needed))
-    columns = np.nonzero(chosen)[1].reshape(len(scores), k)
-    order = np.lexsort((columns, -np.take_along_axis(scores, columns, axis=1)), axis=1)
-    return np.take_along_axis(columns, order, axis=1)
+        ndcg.append((at_k * discount[: at_k.shape[1]]).sum(axis=1) / ideal)
+        recall.append(hits[:, :recall_k].sum(axis=1) / np.minimum(n_relevant, recall_k))
+    return {
+        f"precision_at_{k}": float(np.concatenate(precision).mean()),
+        f"ndcg_at_{k}": float(np.concatenate(ndcg).mean()),
+        f"recall_at_{recall_k}": float(np.concatenate(recall).mean()),
+    }
 
 
 def ranking_report(
-    predicted_stars,
+    score_rows,
     train_pairs: tuple[np.ndarray, np.ndarray],
     test_pairs: tuple[np.ndarray, np.ndarray],
     rating_counts: np.ndarray,
-    user_genre_shares: np.ndarray,
-    movie_genres: np.ndarray,
 ) -> dict[str, float]:
-    """test_precision_at_10 / test_ndcg_at_10 of the blended score built on `predicted_stars(user_rows)`
-    (users × movies), and baseline_popularity_* of ranking by training rating count."""
+    """test_* ranking figures of `score_rows(user_rows)` (users × movies, the served ranking) and
+    baseline_popularity_* of ranking by training rating count."""
     popularity = popularity_scores(rating_counts)
-
-    def blended(user_rows: np.ndarray) -> np.ndarray:
-        return predicted_stars(user_rows) + POPULARITY_WEIGHT * popularity + GENRE_WEIGHT * genre_affinity(user_genre_shares[user_rows], movie_genres)
 
     def most_popular(user_rows: np.ndarray) -> np.ndarray:
         return np.broadcast_to(popularity, (len(user_rows), len(popularity)))
 
     report = {}
-    for prefix, score_rows in (("test", blended), ("baseline_popularity", most_popular)):
-        for name, value in ranking_metrics(score_rows, train_pairs, test_pairs, len(popularity)).items():
+    for prefix, scores in (("test", score_rows), ("baseline_popularity", most_popular)):
+        for name, value in ranking_metrics(scores, train_pairs, test_pairs, len(popularity)).items():
             report[f"{prefix}_{name}"] = value
     return report

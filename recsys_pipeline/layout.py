@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ARTIFACTS_DIR = "artifacts"
-EXTENSIONS = {"parquet": ".parquet", "npy": ".npy", "json": ".json", "keras": ".keras"}
+EXTENSIONS = {"parquet": ".parquet", "npy": ".npy", "json": ".json", "keras": ".keras", "npz": ".npz"}
 # Assets stored as Parquet tables need no entry: it is the default format.
 DEFAULT_FORMAT = "parquet"
 ASSET_FORMATS = {
@@ -18,6 +18,8 @@ ASSET_FORMATS = {
     "accepted_model": "keras",
     "movie_embeddings": "npy",
     "embedding_distance_matrix": "npy",
+    "ranking_model": "npz",
+    "serving_model": "npz",
 }
 RELEASES_DIR = "releases"
 # What a consumer (the `recsys` command, a serving system) reads: published together as one release.
@@ -30,6 +32,8 @@ RELEASED_ASSETS = (
     "movie_embeddings",
     "similar_movies",
     "model_evaluation",
+    "serving_model",
+    "user_recommendations",
 )
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_pipeline import features, similarity
-from recsys_pipeline.evaluation import clip_stars
+from recsys_pipeline.ranking import top_movies
 from recsys_pipeline.standardisation import TargetScaler
 
 CLOSE_MATCHES = 5
@@ -239,23 +239,39 @@ def genre_profile_features(genre_ratings: Sequence[tuple[str, float]], movie_fea
     return features.build_user_genre_averages([GENRE_PROFILE_USER], ratings, stand_ins)
 
 
-def predicted_stars(scorer, target: TargetScaler) -> np.ndarray:
-    """Every movie's predicted rating in stars for the scorer's one user, clipped to the rating range.
+def served_listing(served: pd.DataFrame, movie_features: pd.DataFrame, user_id: int, k: int, min_ratings: int = 0) -> pd.DataFrame:
+    """The first `k` movies of `user_id`'s list in user_recommendations (rank order), with their genres;
+    `min_ratings` keeps only movies with at least that many training ratings."""
+    listed = served[served["userId"] == user_id].sort_values("rank")
+    if listed.empty:
+        ids = served["userId"]
+        raise QueryError(f"no user {user_id} in user_recommendations (users {ids.min()}..{ids.max()}, {ids.nunique()} in all). {_suggest(str(user_id), ids.drop_duplicates().astype(str))}")
+    rows = pd.Index(movie_features["movieId"]).get_indexer(listed["movieId"])
+    keep = movie_features["rating_count"].to_numpy()[rows] >= min_ratings
+    return _listing(movie_features, rows[keep][:k], "score", listed["score"].to_numpy()[keep][:k])
 
-    `scorer` is a two_tower.Scorer (or anything with `scores(user_rows)`) holding that user in row 0.
-    """
-    return clip_stars(scorer.scores(np.array([0]))[0], target.minimum, target.maximum)
+
+# A genre rated at least this is loved, below DISLIKED disliked; others are neither (stars).
+LOVED = 4.0
+DISLIKED = 3.0
 
 
-def top_predictions(
-    movie_features: pd.DataFrame, stars: np.ndarray, k: int, exclude_movie_ids: Iterable[int] = (), min_ratings: int = 0
-) -> pd.DataFrame:
-    """The `k` movies with the highest predicted rating, skipping `exclude_movie_ids`; ties go to the earlier row.
+def genre_profile_candidates(genre_ratings: Sequence[tuple[str, float]], movie_features: pd.DataFrame) -> np.ndarray:
+    """Which movies a new user described by genre ratings may be shown (bool per movie_features row):
+    none with a disliked genre (below 3 stars) and, when some genre is loved (4 stars or more), only
+    movies with a loved genre. Unmentioned genres neither admit nor exclude a movie."""
+    by_lowercase = {column.removeprefix(features.GENRE_PREFIX).lower(): column for column in features.genre_columns(movie_features)}
+    genres = {by_lowercase[name.strip().lower()]: stars for name, stars in genre_ratings}
+    disliked = [column for column, stars in genres.items() if stars < DISLIKED]
+    loved = [column for column, stars in genres.items() if stars >= LOVED]
+    allowed = ~(movie_features[disliked].to_numpy() > 0).any(axis=1)
+    if loved:
+        allowed &= (movie_features[loved].to_numpy() > 0).any(axis=1)
+    return allowed
 
-    `min_ratings` leaves out movies with fewer training ratings: a movie's average rating is a model
-    input, so one enthusiastic rating can lift an obscure movie to the top.
-    """
-    eligible = ~movie_features["movieId"].isin(list(exclude_movie_ids)) & (movie_features["rating_count"] >= min_ratings)
-    candidates = np.flatnonzero(eligible.to_numpy())
-    best = candidates[np.argsort(-np.asarray(stars)[candidates], kind="stable")[:k]]
-    return _listing(movie_features, best, "predicted_rating", np.asarray(stars)[best])
+
+def ranked_listing(movie_features: pd.DataFrame, scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> pd.DataFrame:
+    """The `k` best movies by `scores` (one per movie_features row) in the served order, never an excluded one."""
+    columns, best = top_movies(np.asarray(scores)[None], k, None if excluded is None else np.asarray(excluded)[None])
+    keep = np.isfinite(best[0])
+    return _listing(movie_features, columns[0][keep], "score", best[0][keep])

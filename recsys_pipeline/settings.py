@@ -94,6 +94,19 @@ class TrainingSettings:
 
 
 @dataclass(frozen=True)
+class RankingSettings:
+    """How the ranking head (recsys_pipeline.retrieval) is trained on implicit feedback."""
+
+    dimensions: int = _setting(64, "length of the user and movie ranking vectors", ge=1)
+    epochs: int = _setting(30, "passes over the training ratings at most (early stopping on validation NDCG@10 may end sooner)", ge=1)
+    batch_size: int = _setting(1024, "ratings per gradient step", ge=1)
+    learning_rate: float = _setting(3e-3, "Adam's learning rate", gt=0)
+    patience: int = _setting(3, "epochs without a better validation NDCG@10 before training stops", ge=1)
+    negatives: str = _setting("in_batch", "softmax over the batch's movies with the log-Q correction (in_batch) or over every movie (all)")
+    seed: int = field(default=DEFAULT_SEED, metadata={"ge": 0, "le": MAX_SEED})
+
+
+@dataclass(frozen=True)
 class EnvironmentSettings:
     """The RECSYS_* variables, parsed and checked (see `from_environment`)."""
 

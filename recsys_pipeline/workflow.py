@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import evaluation, features, movielens, splits
+from recsys_pipeline import evaluation, features, movielens, ranking, splits
 from recsys_pipeline.model_inputs import ModelInputs, rating_rows, scaled_inputs, side_inputs
 from recsys_pipeline.settings import TrainingSettings
 from recsys_pipeline.standardisation import FittedScalers, fit_scalers
@@ -152,10 +152,12 @@ class Evaluation:
     metrics: dict[str, float]
 
 
-def evaluate(model, labelled: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers) -> Evaluation:
+def evaluate(
+    model, ranker: ranking.RankingModel, labelled: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers
+) -> Evaluation:
     """Validation and test error of `model` in stars (and MSE on the [-1, 1] scale) beside a global-mean
-    and a user+item bias baseline fitted on the same training rows, and test ranking quality beside
-    the most-popular baseline."""
+    and a user+item bias baseline fitted on the same training rows, and test ranking quality of
+    `ranker` (the served order) beside the most-popular baseline."""
     from recsys_pipeline import two_tower
 
     inputs = scaled_inputs(user_features, movie_features, scalers)
@@ -178,7 +180,7 @@ def evaluate(model, labelled: pd.DataFrame, user_features: pd.DataFrame, movie_f
         "val_rmse": model_figure(table, splits.VALIDATION, "rmse"),
         "baseline_global_mean_rmse": model_figure(table, splits.TEST, "rmse", GLOBAL_MEAN),
         "baseline_bias_rmse": model_figure(table, splits.TEST, "rmse", USER_ITEM_BIAS),
-        **ranking_report(scorer, inputs, train, labelled[labelled["split"] == splits.TEST], user_features, movie_features),
+        **ranking_report(ranker, labelled, user_features, movie_features, scalers),
     }
     return Evaluation(table, metrics)
 
@@ -191,14 +193,111 @@ def model_figure(table: pd.DataFrame, split: str, metric: str, model: str = TWO_
     return float(rows[metric].iloc[0])
 
 
-def ranking_report(scorer, inputs: ModelInputs, train: pd.DataFrame, test: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame) -> dict[str, float]:
-    """Top-10 ranking quality on `test` of the model's ranking and of the most-popular baseline."""
-    train_rows, test_rows = rating_rows(train, inputs), rating_rows(test, inputs)
-    return evaluation.ranking_report(
-        scorer.scores,
-        (train_rows.user_rows, train_rows.movie_rows),
-        (test_rows.user_rows, test_rows.movie_rows),
-        movie_features["rating_count"].to_numpy(),
-        user_features[features.user_share_columns(user_features)].to_numpy(),
-        movie_features[features.genre_columns(movie_features)].to_numpy(),
-    )
+def ranking_report(
+    ranker: ranking.RankingModel, labelled: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers, split: str = splits.TEST
+) -> dict[str, float]:
+    """Top-10 precision and NDCG and recall@20 on `split` of `ranker` (candidates: movies not rated in
+    training; relevant: rated in `split`), beside the most-popular baseline."""
+    train = splits.training_rows(labelled)
+    inputs = ModelInputs(user_features["userId"].to_numpy(), None, movie_features["movieId"].to_numpy(), None)
+    train_rows, held_rows = rating_rows(train, inputs), rating_rows(labelled[labelled["split"] == split], inputs)
+    score_rows = ranking_scores(ranker, train, user_features, movie_features, scalers)
+    return evaluation.ranking_report(score_rows, (train_rows.user_rows, train_rows.movie_rows), (held_rows.user_rows, held_rows.movie_rows), movie_features["rating_count"].to_numpy())
+
+
+# --- ranking --------------------------------------------------------------------------------------
+
+
+def ranking_scores(ranker: ranking.RankingModel, known: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers):
+    """`score_rows(user rows) -> users × movies scores`, rows of `user_features` and columns of
+    `movie_features` (looked up by ID), each user known by the movies they rated in `known`."""
+    scaled = scalers.user.transform(user_features)
+    histories = ranking.history_rows(ranker, user_features["userId"].to_numpy(), known["userId"].to_numpy(), known["movieId"].to_numpy())
+    columns = ranker.movie_rows(movie_features["movieId"].to_numpy())
+    if (columns < 0).any():
+        raise ValueError(f"the ranking model knows {int((columns >= 0).sum())} of the {len(columns)} movies of movie_features")
+
+    def score_rows(user_rows: np.ndarray) -> np.ndarray:
+        return ranker.scores(ranker.user_vectors(scaled[user_rows], [histories[row] for row in user_rows]))[:, columns]
+
+    return score_rows
+
+
+@dataclass(frozen=True)
+class RankingCandidate:
+    """A trained ranking head, exported, with its training history and the epoch early stopping kept."""
+
+    model: ranking.RankingModel
+    history: dict[str, list[float]]
+    training_seconds: float
+
+    @property
+    def best_epoch(self) -> int:
+        scores = self.history.get("val_ndcg_at_10")
+        return int(np.argmax(scores)) + 1 if scores else len(self.history["loss"])
+
+
+def train_ranking_model(
+    rating_model,
+    rows: pd.DataFrame,
+    labelled: pd.DataFrame,
+    user_features: pd.DataFrame,
+    movie_features: pd.DataFrame,
+    scalers: FittedScalers,
+    settings,
+    validate_on: str | None = splits.VALIDATION,
+    on_epoch_end=None,
+) -> RankingCandidate:
+    """Train the ranking head on the ratings in `rows` on top of `rating_model`'s towers; with
+    `validate_on`, stop early on that split's NDCG@10 (candidates: movies not in `rows`)."""
+    from recsys_pipeline import retrieval, two_tower
+
+    inputs = ModelInputs(user_features["userId"].to_numpy(), None, movie_features["movieId"].to_numpy(), None)
+    pairs = rating_rows(rows, inputs)
+    kernels, biases = retrieval.user_tower_layers(rating_model, two_tower.USER_TOWER)
+    movie_vectors = two_tower.embed(rating_model, two_tower.MOVIE_TOWER, side_inputs([movie_features], scalers.movie)).vectors
+    content = ranking.content_vectors(kernels, biases, scalers.user.transform(user_features))
+    data = retrieval.ImplicitData(pairs.user_rows, pairs.movie_rows, content, movie_vectors)
+    validate = None
+    if validate_on is not None:
+        held = rating_rows(labelled[labelled["split"] == validate_on], inputs)
+
+        def validate(model: ranking.RankingModel) -> float:
+            score_rows = ranking_scores(model, rows, user_features, movie_features, scalers)
+            figures = evaluation.ranking_metrics(score_rows, (pairs.user_rows, pairs.movie_rows), (held.user_rows, held.movie_rows), len(movie_features))
+            return figures[f"ndcg_at_{evaluation.RANKING_CUTOFF}"]
+
+    started = time.perf_counter()
+    model, history = retrieval.train_retrieval(data, movie_features["movieId"].to_numpy(), kernels, biases, settings, validate, on_epoch_end)
+    return RankingCandidate(model, history, time.perf_counter() - started)
+
+
+def recommendations(
+    ranker: ranking.RankingModel, rated: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers, top_n: int, batch: int = 1024
+) -> pd.DataFrame:
+    """Every user's `top_n` movies by `ranker`, never one they rated in `rated` (every split):
+    userId, rank (1 = best), movieId, title, score (unclipped)."""
+    import scipy.sparse as sp  # imported here: every Dagster step loads this module, few need scipy
+
+    score_rows = ranking_scores(ranker, rated, user_features, movie_features, scalers)
+    user_ids = user_features["userId"].to_numpy()
+    inputs = ModelInputs(user_ids, None, movie_features["movieId"].to_numpy(), None)
+    seen = rating_rows(rated, inputs)
+    rated_matrix = sp.csr_matrix((np.ones(len(seen.user_rows), dtype=bool), (seen.user_rows, seen.movie_rows)), shape=(len(user_ids), len(movie_features)))
+    frames = []
+    for start in range(0, len(user_ids), batch):
+        rows = np.arange(start, min(start + batch, len(user_ids)))
+        columns, scores = ranking.top_movies(score_rows(rows), top_n, rated_matrix[rows].toarray())
+        keep = np.isfinite(scores)  # fewer unrated movies than top_n: the list is shorter
+        frames.append(
+            pd.DataFrame(
+                {
+                    "userId": np.repeat(user_ids[rows], columns.shape[1])[keep.ravel()],
+                    "rank": np.tile(np.arange(1, columns.shape[1] + 1), len(rows))[keep.ravel()],
+                    "movieId": movie_features["movieId"].to_numpy()[columns][keep],
+                    "title": movie_features["title"].to_numpy()[columns][keep],
+                    "score": scores[keep],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)

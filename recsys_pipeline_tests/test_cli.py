@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_pipeline import cli, features, layout, recommend, releases
+from recsys_pipeline import cli, features, layout, ranking, recommend, releases
 from recsys_pipeline.definitions import build_definitions
 from recsys_pipeline.standardisation import FittedScalers
 
@@ -132,81 +132,86 @@ def test_a_title_part_shared_by_several_movies_fails_listing_them(capsys, data_d
 # --- recommend ------------------------------------------------------------------------------------
 
 
-def model_stars(data_dir: Path, user_row: pd.DataFrame, user_id: int | None, movie_rows: pd.DataFrame) -> np.ndarray:
-    """The whole network's prediction in stars through model.predict, an independent path from the
-    CLI's per-side scoring. `user_id` is the learned ID input; None means the out-of-vocabulary ID."""
-    from recsys_pipeline import two_tower
-
-    scalers = FittedScalers.from_dict(json.loads(artifact(data_dir, "fitted_scalers").read_text()))
-    model = two_tower.load_model(str(artifact(data_dir, "accepted_model")))
-    n = len(movie_rows)
-    inputs = {
-        two_tower.USER_INPUT: np.repeat(scalers.user.transform(user_row), n, axis=0),
-        two_tower.MOVIE_INPUT: scalers.movie.transform(movie_rows),
-    }
-    if two_tower.is_hybrid(model):
-        n_users = model.get_layer(two_tower.USER_TOWER).get_layer("user_tower_id_embedding").input_dim - 1
-        all_movies = pd.read_parquet(artifact(data_dir, "movie_features"))
-        movie_row = pd.Index(all_movies["movieId"]).get_indexer(movie_rows["movieId"])
-        inputs[two_tower.USER_ID] = np.full(n, n_users if user_id is None else user_id, dtype="int32")
-        inputs[two_tower.MOVIE_ID] = np.where(movie_rows["rating_count"].to_numpy() > 0, movie_row, len(all_movies)).astype("int32")
-    return np.clip(model.predict(inputs, verbose=0).ravel(), 0.5, 5.0)
-
-
-def test_recommend_for_a_user_lists_unrated_movies_by_the_models_predicted_rating(capsys, data_dir, movie_features, rating_splits):
+def test_recommend_for_a_user_prints_the_served_list_of_unrated_movies(capsys, data_dir, movie_features, rating_splits):
     user_id = int(rating_splits["userId"].value_counts().idxmax())
     rated = set(rating_splits.loc[rating_splits["userId"] == user_id, "movieId"])
     assert set(rating_splits.loc[rating_splits["userId"] == user_id, "split"]) == {"train", "validation", "test"}
     listing = recsys_json(capsys, data_dir, "recommend", "--user", str(user_id))
     assert len(listing) == 10
-    assert all(LISTING_KEYS | {"predicted_rating"} <= set(movie) for movie in listing)
+    assert all(LISTING_KEYS | {"score"} <= set(movie) for movie in listing)
     assert not rated & {movie["movieId"] for movie in listing}
-    predicted = [movie["predicted_rating"] for movie in listing]
-    assert predicted == sorted(predicted, reverse=True) and 0.5 <= min(predicted) and max(predicted) <= 5.0
+    scores = [movie["score"] for movie in listing]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) == len(scores)  # no ties: unclipped scores
+    served = pd.read_parquet(released_file(data_dir, "user_recommendations")).query("userId == @user_id").sort_values("rank")
+    assert [movie["movieId"] for movie in listing] == served["movieId"].head(10).tolist()
 
-    users = pd.read_parquet(artifact(data_dir, "user_genre_averages"))
-    user_row = users.query("userId == @user_id")
-    unrated = movie_features[~movie_features["movieId"].isin(rated)]
-    row_number = int(np.flatnonzero(users["userId"].to_numpy() == user_id)[0])
-    stars = pd.Series(model_stars(data_dir, user_row, row_number, unrated), index=unrated["movieId"])
-    listed_ids = [movie["movieId"] for movie in listing]
-    np.testing.assert_allclose(predicted, stars[listed_ids], atol=1e-4)
-    assert stars.drop(listed_ids).max() <= min(predicted) + 1e-4
+
+def test_user_recommendations_are_the_served_rankers_order(data_dir, movie_features, rating_splits):
+    served = pd.read_parquet(released_file(data_dir, "user_recommendations"))
+    assert list(served.columns) == ["userId", "rank", "movieId", "title", "score"]
+    assert served["userId"].nunique() == rating_splits["userId"].nunique()
+    model = ranking.RankingModel.load(released_file(data_dir, "serving_model"))
+    users = pd.read_parquet(released_file(data_dir, "user_genre_averages"))
+    scalers = FittedScalers.from_dict(json.loads(released_file(data_dir, "fitted_scalers").read_text()))
+    user_id = int(users["userId"].iloc[0])
+    histories = ranking.history_rows(model, np.array([user_id]), rating_splits["userId"].to_numpy(), rating_splits["movieId"].to_numpy())
+    scores = model.scores(model.user_vectors(scalers.user.transform(users.iloc[[0]]), histories))[0]
+    excluded = np.zeros(len(scores), dtype=bool)
+    excluded[histories[0]] = True
+    columns, best = ranking.top_movies(scores[None], 20, excluded[None])
+    mine = served[served["userId"] == user_id].sort_values("rank").head(20)
+    assert mine["movieId"].tolist() == model.movie_ids[columns[0]].tolist()
+    np.testing.assert_allclose(mine["score"], best[0], rtol=1e-6)  # float32 products batch by batch
+
+
+def test_the_numpy_user_tower_equals_the_keras_one(data_dir, movie_features):
+    from recsys_pipeline import retrieval, two_tower
+
+    model = two_tower.load_model(str(released_file(data_dir, "accepted_model")))
+    scalers = FittedScalers.from_dict(json.loads(released_file(data_dir, "fitted_scalers").read_text()))
+    profile = recommend.genre_profile_features([("Drama", 4.5), ("Comedy", 2.0)], movie_features, scalers.target)
+    scaled = scalers.user.transform(profile)
+    side = model.get_layer(two_tower.USER_TOWER)
+    content = keras_content_vector(side, scaled)
+    served = ranking.RankingModel.load(released_file(data_dir, "serving_model"))
+    np.testing.assert_allclose(served.content_vectors(scaled), content, atol=1e-5)
+    kernels, biases = retrieval.user_tower_layers(model, two_tower.USER_TOWER)
+    np.testing.assert_allclose(ranking.content_vectors(kernels, biases, scaled), content, atol=1e-5)
+
+
+def keras_content_vector(side, scaled: np.ndarray) -> np.ndarray:
+    import keras
+
+    content = keras.Model(side.inputs, side.get_layer("user_tower_content_vector").output)
+    inputs = [scaled] + ([np.zeros(len(scaled), dtype="int32")] if len(side.inputs) > 1 else [])
+    return np.asarray(content.predict(inputs, verbose=0))
 
 
 def test_min_ratings_keeps_only_movies_rated_that_often_in_training(capsys, data_dir, movie_features):
     threshold = int(movie_features["rating_count"].median())
-    listing = recsys_json(capsys, data_dir, "recommend", "--genres", "Drama=4", "-k", str(len(movie_features)), "--min-ratings", str(threshold))
+    listing = recsys_json(capsys, data_dir, "recommend", "--genres", "Drama=3.5", "-k", str(len(movie_features)), "--min-ratings", str(threshold))
     counts = movie_features.set_index("movieId")["rating_count"]
     assert len(listing) == (counts >= threshold).sum() < len(movie_features)
     assert min(counts[movie["movieId"]] for movie in listing) >= threshold
 
 
-def test_a_genre_profile_is_scored_by_content_alone_as_the_network_predicts_it(capsys, data_dir, movie_features):
-    scalers = FittedScalers.from_dict(json.loads(artifact(data_dir, "fitted_scalers").read_text()))
-    genres = [("Drama", 4.5), ("Comedy", 2.0)]
-    profile = recommend.genre_profile_features(genres, movie_features, scalers.target)
-    listing = recsys_json(capsys, data_dir, "recommend", "--genres", "Drama=4.5,Comedy=2", "-k", str(len(movie_features)))
-    assert len(listing) == len(movie_features)
-    stars = pd.Series(model_stars(data_dir, profile, None, movie_features), index=movie_features["movieId"])
-    np.testing.assert_allclose([movie["predicted_rating"] for movie in listing], stars[[movie["movieId"] for movie in listing]], atol=1e-4)
-
-
-def test_recommend_for_a_genre_profile_lists_k_movies_in_stars(capsys, data_dir):
+def test_a_genre_profile_lists_loved_genres_never_disliked_ones(capsys, data_dir, movie_features):
     listing = recsys_json(capsys, data_dir, "recommend", "--genres", "animation=5,Children=4.5,Horror=1", "-k", "6")
     assert len(listing) == 6
-    assert all(LISTING_KEYS | {"predicted_rating"} <= set(movie) for movie in listing)
-    predicted = [movie["predicted_rating"] for movie in listing]
-    assert predicted == sorted(predicted, reverse=True) and 0.5 <= min(predicted) and max(predicted) <= 5.0
+    assert all(LISTING_KEYS | {"score"} <= set(movie) for movie in listing)
+    genres = [set(movie["genres"].split("|")) for movie in listing]
+    assert all(g & {"Animation", "Children"} and "Horror" not in g for g in genres)
+    scores = [movie["score"] for movie in listing]
+    assert scores == sorted(scores, reverse=True)
     status, out, _ = recsys(capsys, "recommend", "--genres", "Animation=5,Horror=1", "-k", "3", "--data-dir", str(data_dir))
-    assert status == 0 and out.splitlines()[0] == "The 3 highest predicted ratings for a new user rating Animation=5, Horror=1:"
+    assert status == 0 and out.splitlines()[0] == "The 3 best-ranked movies for a new user rating Animation=5, Horror=1:"
 
 
 def test_an_unknown_user_fails_naming_the_known_range(capsys, data_dir, rating_splits):
     status, out, err = recsys(capsys, "recommend", "--user", "99999", "--data-dir", str(data_dir))
     users = rating_splits["userId"]
     assert status == 1 and out == ""
-    assert f"no user 99999 in the ratings (users {users.min()}..{users.max()}, {users.nunique()} in all)" in err
+    assert f"no user 99999 in user_recommendations (users {users.min()}..{users.max()}, {users.nunique()} in all)" in err
 
 
 def test_an_unknown_genre_fails_naming_close_matches(capsys, data_dir):
@@ -246,7 +251,7 @@ def test_answers_come_from_the_release_not_the_artifacts_being_rewritten(capsys,
     [
         ("movie_embeddings", lambda path: path.write_bytes(b"")),  # a 0-byte .npy
         ("fitted_scalers", lambda path: path.write_text("{}")),  # an empty scalers document
-        ("accepted_model", lambda path: path.write_bytes(path.read_bytes()[:100])),  # a truncated .keras
+        ("serving_model", lambda path: path.write_bytes(path.read_bytes()[:100])),  # a truncated .npz
         ("movie_features", lambda path: path.unlink()),  # a missing file
     ],
 )
@@ -323,3 +328,18 @@ def test_similar_imports_neither_tensorflow_nor_dagster(data_dir, movie_features
     done = subprocess.run([sys.executable, "-c", program], env=subprocess_env(data_dir), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_recommend_imports_no_tensorflow_and_prints_nothing_on_stderr(data_dir, rating_splits):
+    user_id = int(rating_splits["userId"].iloc[0])
+    for argv in (["recommend", "--user", str(user_id), "--json"], ["recommend", "--genres", "Drama=5,Comedy=1", "--json"]):
+        program = (
+            "import sys\n"
+            "from recsys_pipeline.cli import main\n"
+            f"assert main({argv!r}) == 0\n"
+            "assert not {'tensorflow', 'keras', 'dagster'} & set(sys.modules), sorted({'tensorflow', 'keras', 'dagster'} & set(sys.modules))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", program], env=subprocess_env(data_dir), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        assert len(json.loads(done.stdout)) == 10

@@ -84,10 +84,13 @@ def test_real_data_beats_the_honest_notebook_and_reports_baselines(real_run):
     assert metrics["baseline_global_mean_rmse"] == pytest.approx(1.038, abs=0.002)
     assert metrics["baseline_bias_rmse"] == pytest.approx(0.874, abs=0.004)
     assert {"test_mae", "val_rmse"} <= set(metrics)
-    # Top-10 ranking at least as good as recommending the most popular movies.
+    # The ranking head keeps the rating head's accuracy (issue 9: within 0.01 of 0.8185).
+    assert metrics["test_rmse"] <= 0.8285
+    # The served top 10 clearly ahead of recommending the most popular movies (0.109 / 0.129 here).
     assert metrics["baseline_popularity_precision_at_10"] == pytest.approx(0.107, abs=0.005)
-    assert metrics["test_precision_at_10"] >= metrics["baseline_popularity_precision_at_10"]
-    assert metrics["test_ndcg_at_10"] >= metrics["baseline_popularity_ndcg_at_10"]
+    assert metrics["test_precision_at_10"] >= metrics["baseline_popularity_precision_at_10"] + 0.04
+    assert metrics["test_ndcg_at_10"] >= metrics["baseline_popularity_ndcg_at_10"] + 0.05
+    assert metrics["test_recall_at_20"] > metrics["baseline_popularity_recall_at_20"]
 
 
 def test_real_data_features_cover_every_movie_and_user(real_run):

@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from recsys_pipeline import features, recommend, similarity
-from recsys_pipeline.model_inputs import Scorer, TowerOutputs
 from recsys_pipeline.standardisation import TargetScaler
 
 STARS = TargetScaler(minimum=0.5, maximum=5.0)
@@ -246,25 +245,33 @@ def test_genre_profile_refuses_unknown_repeated_or_out_of_range_genres(movie_fea
 # --- predictions ----------------------------------------------------------------------------------
 
 
-def test_predicted_stars_are_scale_times_dot_plus_offset_and_biases_clipped_to_the_rating_range():
-    users = TowerOutputs(vectors=np.array([[1.0, 2.0]], dtype="float32"), biases=np.array([0.25], dtype="float32"))
-    movies = TowerOutputs(vectors=np.array([[1.0, 0.0], [0.0, -1.0], [3.0, 3.0]], dtype="float32"), biases=np.array([0.0, -0.5, 0.0], dtype="float32"))
-    scorer = Scorer(users, movies, scale=0.5, offset=3.0)
-    # 0.5·1 + 3 + 0.25 + 0 = 3.75; 0.5·(-2) + 3 + 0.25 - 0.5 = 1.75; 0.5·9 + 3.25 = 7.75, clipped to 5.
-    np.testing.assert_allclose(recommend.predicted_stars(scorer, STARS), [3.75, 1.75, 5.0], atol=1e-6)
+def test_ranked_listing_orders_by_unclipped_score_skips_excluded_movies_and_breaks_ties_by_row(movie_features):
+    scores = np.array([7.0, 9.5, 7.0, 12.0, 1.0])[: len(movie_features)]
+    excluded = np.zeros(len(scores), dtype=bool)
+    excluded[1] = True
+    listing = recommend.ranked_listing(movie_features, scores, 3, excluded)
+    expected_rows = [3, 0, 2][: len(listing)]
+    assert listing["movieId"].tolist() == movie_features["movieId"].to_numpy()[expected_rows].tolist()
+    assert listing["rank"].tolist() == list(range(1, len(listing) + 1))
+    assert listing["score"].iloc[0] == 12.0  # never clipped to the rating range
 
 
-def test_top_predictions_rank_by_predicted_rating_skip_excluded_movies_and_break_ties_by_row(movie_features):
-    stars = np.array([4.0, 5.0, 3.0, 4.5, 4.5, 1.0, 4.9])
-    listing = recommend.top_predictions(movie_features, stars, k=3, exclude_movie_ids=[6])
-    assert listing["movieId"].tolist() == [78499, 838, 3114]
-    assert listing["predicted_rating"].tolist() == [4.9, 4.5, 4.5]
-    assert listing.columns.tolist() == ["rank", "movieId", "title", "genres", "predicted_rating"]
-    assert len(recommend.top_predictions(movie_features, stars, k=100, exclude_movie_ids=[1, 6])) == len(movie_features) - 2
+def test_genre_profile_candidates_drop_disliked_genres_and_keep_only_loved_ones_when_given():
+    table = pd.DataFrame({"genre_Horror": [1.0, 0.0, 0.0, 1.0], "genre_Comedy": [0.0, 1.0, 0.0, 1.0], "genre_Drama": [0.0, 0.0, 1.0, 0.0]})
+    np.testing.assert_array_equal(recommend.genre_profile_candidates([("comedy", 5.0), ("Horror", 1.0)], table), [False, True, False, False])
+    # Nothing loved: every movie without a disliked genre, unmentioned genres included.
+    np.testing.assert_array_equal(recommend.genre_profile_candidates([("Horror", 2.0)], table), [False, True, True, False])
+    # A neutral rating neither admits nor excludes.
+    np.testing.assert_array_equal(recommend.genre_profile_candidates([("Drama", 3.5)], table), [True, True, True, True])
 
 
-def test_top_predictions_can_leave_out_movies_with_few_training_ratings(movie_features):
-    # The fixture's training ratings: movies 1, 6 and 838 have one each, every other movie none.
-    stars = np.array([4.0, 5.0, 3.0, 4.5, 4.5, 1.0, 4.9])
-    listing = recommend.top_predictions(movie_features, stars, k=5, min_ratings=1)
-    assert listing["movieId"].tolist() == [6, 838, 1]
+def test_served_listing_is_the_users_rows_in_rank_order_with_genres(movie_features):
+    served = pd.DataFrame(
+        {"userId": [1, 1, 2], "rank": [2, 1, 1], "movieId": movie_features["movieId"].iloc[[0, 1, 2]].to_numpy(), "title": "t", "score": [0.5, 0.9, 0.1]}
+    )
+    listing = recommend.served_listing(served, movie_features, 1, 10)
+    assert listing["movieId"].tolist() == movie_features["movieId"].iloc[[1, 0]].tolist()
+    assert listing["score"].tolist() == [0.9, 0.5]
+    assert {"rank", "movieId", "title", "genres", "score"} <= set(listing.columns)
+    with pytest.raises(recommend.QueryError, match="no user 7"):
+        recommend.served_listing(served, movie_features, 7, 10)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_pipeline import evaluation, similarity
+from recsys_pipeline import evaluation, ranking, similarity
 
 
 def _unit_vectors(n: int, d: int, seed: int) -> np.ndarray:
@@ -82,26 +82,19 @@ def test_precision_and_ndcg_at_k_on_a_hand_made_example():
     assert result["ndcg_at_2"] == pytest.approx((first + 1.0) / 2)
 
 
-def test_genre_affinity_is_the_log_share_of_the_movies_genres():
-    shares = np.array([[0.5, 0.5], [1.0, 0.0]])
-    genres = np.array([[1, 0], [1, 1], [0, 0]])
-    expected = np.log(np.array([[0.5, 0.5, 0.0], [1.0, 0.5, 0.0]]) + evaluation.AFFINITY_FLOOR)
-    np.testing.assert_allclose(evaluation.genre_affinity(shares, genres), expected)
-
-
 def test_ranking_report_ranks_the_popularity_baseline_by_training_count():
     # Three users, four movies; movie 3 is the most rated in training, then movie 2.
     train_pairs = (np.array([0, 1, 2, 1, 2]), np.array([3, 3, 3, 2, 2]))
     test_pairs = (np.array([0, 0, 1]), np.array([2, 1, 0]))
     counts = np.array([0, 0, 2, 3])
-    report = evaluation.ranking_report(
-        lambda rows: np.zeros((len(rows), 4)), train_pairs, test_pairs, counts, np.ones((3, 1)), np.ones((4, 1))
-    )
+    report = evaluation.ranking_report(lambda rows: np.broadcast_to(np.log1p(counts), (len(rows), 4)), train_pairs, test_pairs, counts)
     # Popularity (k = 10 > candidates): user 0 sees [2, 0, 1] -> hits at ranks 1 and 3; user 1 sees [0, 1] -> hit at rank 1.
     user_0 = (1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3))
     assert report["baseline_popularity_ndcg_at_10"] == pytest.approx((user_0 + 1.0) / 2)
     assert report["baseline_popularity_precision_at_10"] == pytest.approx((2 / 10 + 1 / 10) / 2)
-    # With no signal from the model and equal genre affinity, the blend ranks as popularity does.
+    # Recall@20: user 0 finds both of its two relevant movies, user 1 its one.
+    assert report["baseline_popularity_recall_at_20"] == pytest.approx(1.0)
+    # A model scoring by popularity ranks exactly as the baseline.
     assert report["test_ndcg_at_10"] == pytest.approx(report["baseline_popularity_ndcg_at_10"])
 
 
@@ -112,7 +105,7 @@ def test_top_k_equals_a_stable_full_sort_with_ties_and_excluded_movies():
         scores = rng.integers(0, 4, size=(5, n)).astype("float64")  # many ties
         scores[rng.random((5, n)) < 0.2] = -np.inf  # seen in training
         expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        np.testing.assert_array_equal(evaluation._top_k(scores, k), expected)
+        np.testing.assert_array_equal(ranking.top_movies(scores, k)[0], expected)
 
 
 def test_ranking_metrics_sample_users_beyond_the_limit():

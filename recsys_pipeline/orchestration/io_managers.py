@@ -19,6 +19,7 @@ from upath import UPath
 
 from recsys_pipeline.atomic import atomic_target
 from recsys_pipeline.layout import EXTENSIONS, asset_format
+from recsys_pipeline.ranking import RankingModel
 from recsys_pipeline.orchestration.config import refuse_bad_run_config
 
 
@@ -106,8 +107,20 @@ class KerasIOManager(_ArtifactIOManager):
         return load_model(str(path))
 
 
+class RankingModelIOManager(_ArtifactIOManager):
+    """The exported ranking model: named numpy arrays (np.savez), read back without pickle."""
+
+    extension = EXTENSIONS["npz"]
+
+    def write(self, obj: RankingModel, path: Path) -> None:
+        obj.save(path)
+
+    def read(self, path: Path) -> RankingModel:
+        return RankingModel.load(path)
+
+
 # The resource key of each format's IO manager in the definitions.
-IO_MANAGER_KEYS = {"parquet": "io_manager", "npy": "numpy_io_manager", "json": "json_io_manager", "keras": "keras_io_manager"}
+IO_MANAGER_KEYS = {"parquet": "io_manager", "npy": "numpy_io_manager", "json": "json_io_manager", "keras": "keras_io_manager", "npz": "npz_io_manager"}
 
 
 def io_manager_key(asset: str) -> str:
@@ -119,13 +132,14 @@ class ArtifactStore(dg.ConfigurableIOManagerFactory):
     """Stores each asset as `<base_path>/<asset key>.<format>`; `base_path` may be local or an fsspec URL."""
 
     base_path: str
-    format: Literal["parquet", "npy", "json", "keras"]
+    format: Literal["parquet", "npy", "json", "keras", "npz"]
 
     MANAGERS: ClassVar[dict[str, type[_ArtifactIOManager]]] = {
         "parquet": ParquetIOManager,
         "npy": NumpyIOManager,
         "json": JsonIOManager,
         "keras": KerasIOManager,
+        "npz": RankingModelIOManager,
     }
 
     def create_io_manager(self, context: dg.InitResourceContext) -> _ArtifactIOManager:

@@ -5,13 +5,14 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import workflow
+from recsys_pipeline import splits, workflow
 from recsys_pipeline.orchestration.automation import ON_ACCEPTED_MODEL_UPDATE, ON_UPSTREAM_UPDATE
 from recsys_pipeline.orchestration.checks import REGRESSION_GATE, regression_gate_result
 from recsys_pipeline.orchestration.config import TrainingConfig, training_settings
 from recsys_pipeline.orchestration.io_managers import io_manager_key
 from recsys_pipeline.orchestration.metadata import line_chart, rounded
 from recsys_pipeline.orchestration.resources import ModelGate, Reproducibility
+from recsys_pipeline.settings import RankingSettings
 from recsys_pipeline.standardisation import FittedScalers
 
 BEATS_GLOBAL_MEAN = "beats_global_mean_on_validation"
@@ -133,3 +134,50 @@ def movie_embeddings(accepted_model, movie_features: pd.DataFrame, fitted_scaler
     L2-normalised to unit length for similarity; row i is movie_features row i."""
     embeddings = workflow.movie_embeddings(accepted_model, movie_features, FittedScalers.from_dict(fitted_scalers))
     return dg.MaterializeResult(value=embeddings, metadata={"movies": embeddings.shape[0], "dimensions": embeddings.shape[1]})
+
+
+@dg.asset(
+    group_name="model",
+    kinds={"numpy", "tensorflow"},
+    io_manager_key=io_manager_key("ranking_model"),
+    code_version="1",
+    automation_condition=ON_ACCEPTED_MODEL_UPDATE,
+    pool="training",
+)
+def ranking_model(
+    context: dg.AssetExecutionContext,
+    reproducibility: Reproducibility,
+    accepted_model,
+    rating_splits: pd.DataFrame,
+    user_genre_averages: pd.DataFrame,
+    movie_features: pd.DataFrame,
+    fitted_scalers: dict,
+):
+    """The ranking head on the accepted model's towers, trained on the training ratings to pick each
+    rated movie out of the catalogue (softmax, the user known by their other rated movies), with
+    early stopping on validation NDCG@10; exported as numpy arrays (recsys_pipeline.ranking).
+    model_evaluation measures it; serving_model refits it on every rating for the epochs found here."""
+    settings = RankingSettings(seed=reproducibility.seed)
+
+    def log_epoch(epoch: int, loss: float, val_ndcg: float | None) -> None:
+        context.log.info(f"epoch {epoch + 1}/{settings.epochs}: loss {loss:.4f}, validation NDCG@10 {val_ndcg:.4f}")
+
+    candidate = workflow.train_ranking_model(
+        accepted_model,
+        splits.training_rows(rating_splits),
+        rating_splits,
+        user_genre_averages,
+        movie_features,
+        FittedScalers.from_dict(fitted_scalers),
+        settings,
+        on_epoch_end=log_epoch,
+    )
+    return dg.MaterializeResult(
+        value=candidate.model,
+        metadata={
+            "best_epoch": candidate.best_epoch,
+            "epochs_run": len(candidate.history["loss"]),
+            **rounded({"best_val_ndcg_at_10": max(candidate.history["val_ndcg_at_10"]), "training_seconds": candidate.training_seconds}),
+            "validation_ndcg": line_chart({"validation NDCG@10": candidate.history["val_ndcg_at_10"]}, "Validation NDCG@10 per epoch", "epoch", "NDCG@10"),
+        },
+    )

@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import evaluation, features, movielens, splits, workflow
+from recsys_pipeline import evaluation, features, movielens, ranking, splits, workflow
 from recsys_pipeline.model_inputs import rating_rows
 from recsys_pipeline.settings import RankingSettings, TrainingSettings
 from recsys_pipeline.standardisation import fit_scalers
@@ -38,8 +38,10 @@ from recsys_pipeline.standardisation import fit_scalers
 DEFAULT_DATA = Path(os.environ.get("RECSYS_MOVIELENS", Path(__file__).resolve().parents[1].parent / "shared" / "movielens" / "ml-latest-small"))
 FOLDS = 5
 RATING_METRICS = ("test_rmse", "test_mae")
-RANKING_METRICS = ("test_precision_at_10", "test_ndcg_at_10", "test_recall_at_20")
+RANKING_METRICS = ("test_precision_at_10", "test_ndcg_at_10", "test_recall_at_20", "test_coverage_at_10")
+# The peers' settings: EASE as published for ml-latest-small, implicit's ALS with common defaults.
 EASE_LAMBDA = 100.0
+ALS_FACTORS, ALS_REGULARISATION, ALS_ALPHA, ALS_ITERATIONS = 64, 0.05, 2.0, 20
 
 
 def _tables(movies: pd.DataFrame, users: np.ndarray, rated: pd.DataFrame):
@@ -48,32 +50,44 @@ def _tables(movies: pd.DataFrame, users: np.ndarray, rated: pd.DataFrame):
     return user_table, movie_table
 
 
-def ease_scores(rated: np.ndarray, regularisation: float) -> np.ndarray:
-    """EASE (Steck 2019) scores of every user for every movie from a binary users × movies matrix, in
-    closed form; through the Woodbury identity when there are fewer users than movies."""
-    rated = rated.astype("float64")
-    users, movies = rated.shape
-    if users < movies:
-        inverse = np.linalg.inv(regularisation * np.eye(users) + rated @ rated.T)
-        solved = inverse @ rated
-        diagonal = (1.0 - (rated * solved).sum(axis=0)) / regularisation
-        products = (rated - (rated @ rated.T) @ solved) / regularisation
-        return rated - products / diagonal
-    precision = np.linalg.inv(rated.T @ rated + regularisation * np.eye(movies))
-    weights = -precision / np.diag(precision)
-    np.fill_diagonal(weights, 0.0)
-    return rated @ weights
+def _pairs(frame: pd.DataFrame, user_table: pd.DataFrame, movie_table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return pd.Index(user_table["userId"]).get_indexer(frame["userId"]), pd.Index(movie_table["movieId"]).get_indexer(frame["movieId"])
 
 
-def ease_figures(train: pd.DataFrame, test: pd.DataFrame, user_table: pd.DataFrame, movie_table: pd.DataFrame) -> dict[str, float]:
-    users = pd.Index(user_table["userId"]).get_indexer
-    movies = pd.Index(movie_table["movieId"]).get_indexer
-    train_pairs = (users(train["userId"]), movies(train["movieId"]))
-    rated = np.zeros((len(user_table), len(movie_table)))
-    rated[train_pairs] = 1.0
-    scores = ease_scores(rated, EASE_LAMBDA)
-    figures = evaluation.ranking_metrics(lambda rows: scores[rows], train_pairs, (users(test["userId"]), movies(test["movieId"])), len(movie_table))
-    return {f"test_{name}": value for name, value in figures.items()}
+def item_knn_scorer(train_pairs, n_users: int, n_movies: int):
+    """Item-kNN: cosine similarity between movies' rater sets (every neighbour), summed over the user's movies."""
+    import scipy.sparse as sp
+
+    rated = sp.csr_matrix((np.ones(len(train_pairs[0]), dtype="float32"), train_pairs), shape=(n_users, n_movies))
+    norms = np.sqrt(np.asarray(rated.multiply(rated).sum(axis=0)).ravel()) + 1e-9
+    similarity = (rated.T @ rated).toarray() / norms[:, None] / norms[None, :]
+    np.fill_diagonal(similarity, 0.0)
+    return lambda rows: rated[rows] @ similarity
+
+
+def als_scorer(train_pairs, n_users: int, n_movies: int, seed: int):
+    """implicit's alternating least squares (the `bench` extra); None when the package is missing."""
+    try:
+        from implicit.cpu.als import AlternatingLeastSquares
+    except ImportError:
+        return None
+    import scipy.sparse as sp
+
+    rated = sp.csr_matrix((np.ones(len(train_pairs[0]), dtype="float32"), train_pairs), shape=(n_users, n_movies))
+    model = AlternatingLeastSquares(factors=ALS_FACTORS, regularization=ALS_REGULARISATION, alpha=ALS_ALPHA, iterations=ALS_ITERATIONS, random_state=seed)
+    model.fit(rated, show_progress=False)
+    return lambda rows: model.user_factors[rows] @ model.item_factors.T
+
+
+def ranking_rows(named_scorers: dict, train_pairs, test_pairs, n_movies: int) -> list[dict]:
+    rows = []
+    for name, score_rows in named_scorers.items():
+        if score_rows is None:
+            print(f"{name}: skipped (pip install -e '.[bench]')", file=sys.stderr)
+            continue
+        figures = evaluation.ranking_metrics(score_rows, train_pairs, test_pairs, n_movies)
+        rows.append({"model": name, **{f"test_{metric}": value for metric, value in figures.items()}})
+    return rows
 
 
 def run_split(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int, method: str, variants: list[str]) -> list[dict]:
@@ -92,27 +106,40 @@ def run_split(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int, method: st
         scorer = two_tower.scorer(model, inputs)
         predicted = evaluation.clip_stars(scorer.predict(rating_rows(test, inputs)))
         ranker = workflow.train_ranking_model(model, train, labelled, user_table, movie_table, scalers, RankingSettings(seed=seed))
-        ranking = workflow.ranking_report(ranker.model, labelled, user_table, movie_table, scalers)
+        served = workflow.ranking_report(ranker.model, labelled, user_table, movie_table, scalers)
+        towers_only = workflow.ranking_report(replace(ranker.model, item_item_weight=0.0), labelled, user_table, movie_table, scalers)
         rows.append(
             {
-                "model": f"two-tower {variant}",
+                "model": f"two-tower {variant}: served (ranking head + item-item)",
+                "item_item_weight": ranker.model.item_item_weight,
                 "test_rmse": evaluation.rmse(predicted, test["rating"]),
                 "test_mae": evaluation.mae(predicted, test["rating"]),
-                "test_precision_at_10": ranking["test_precision_at_10"],
-                "test_ndcg_at_10": ranking["test_ndcg_at_10"],
-                "test_recall_at_20": ranking["test_recall_at_20"],
+                **{metric: served[metric] for metric in RANKING_METRICS},
                 "epochs": len(history["loss"]),
                 "ranking_epochs": ranker.best_epoch,
                 "seconds": time.perf_counter() - started,
             }
         )
+        rows.append({"model": f"two-tower {variant}: ranking head alone (ablation)", **{metric: towers_only[metric] for metric in RANKING_METRICS}})
     global_mean = float(train["rating"].mean())
     bias = evaluation.fit_bias_baseline(train).predict(test)
     rows.append({"model": "global mean", "test_rmse": evaluation.rmse(np.full(len(test), global_mean), test["rating"]), "test_mae": evaluation.mae(np.full(len(test), global_mean), test["rating"])})
     rows.append({"model": "user+item bias", "test_rmse": evaluation.rmse(evaluation.clip_stars(bias), test["rating"]), "test_mae": evaluation.mae(evaluation.clip_stars(bias), test["rating"])})
-    if inputs is not None:
-        rows.append({"model": "most popular", **{f"test_{name}": ranking[f"baseline_popularity_{name}"] for name in ("precision_at_10", "ndcg_at_10", "recall_at_20")}})
-    rows.append({"model": f"EASE (lambda {EASE_LAMBDA:g})", **ease_figures(train, test, user_table, movie_table)})
+    train_pairs, test_pairs = _pairs(train, user_table, movie_table), _pairs(test, user_table, movie_table)
+    n_users, n_movies = len(user_table), len(movie_table)
+    popularity = evaluation.popularity_scores(movie_table["rating_count"].to_numpy())
+    rows += ranking_rows(
+        {
+            f"item-item alone (EASE lambda {ranking.DEFAULT_ITEM_ITEM_L2:g}, the served ingredient; ablation)": ranking.item_item_scorer(*train_pairs, n_users, n_movies),
+            "most popular": lambda user_rows: np.broadcast_to(popularity, (len(user_rows), n_movies)),
+            "item-kNN (cosine)": item_knn_scorer(train_pairs, n_users, n_movies),
+            f"EASE (lambda {EASE_LAMBDA:g})": ranking.item_item_scorer(*train_pairs, n_users, n_movies, EASE_LAMBDA),
+            f"implicit ALS ({ALS_FACTORS} factors)": als_scorer(train_pairs, n_users, n_movies, seed),
+        },
+        train_pairs,
+        test_pairs,
+        n_movies,
+    )
     return [{"split": method, "seed": seed, **row} for row in rows]
 
 

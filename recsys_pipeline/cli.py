@@ -9,7 +9,7 @@
 Answers come from the current release in <data dir>/releases (see recsys_pipeline.releases), the
 data dir being --data-dir, else RECSYS_DATA_DIR, else ./data, as for the Dagster code location. No
 command imports TensorFlow: a known user's list is the released user_recommendations, a new user is
-scored in numpy by the released serving_model (recsys_pipeline.ranking). The answers themselves come
+scored in numpy by the released ranking_model (recsys_pipeline.ranking). The answers themselves come
 from recsys_pipeline.recommend.
 """
 
@@ -94,7 +94,7 @@ class Artifacts:
         return embeddings
 
     def ranking_model(self) -> ranking.RankingModel:
-        return self._read("serving_model", ranking.RankingModel.load)
+        return self._read("ranking_model", ranking.RankingModel.load)
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def similar(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.Dat
 
 def recommend_movies(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.DataFrame]:
     """A known user's list is read from user_recommendations (what a service would load); a new user
-    described by genre ratings is scored in numpy by the released serving_model. No TensorFlow."""
+    described by genre ratings is scored in numpy by the released ranking_model. No TensorFlow."""
     movie_features = artifacts.table("movie_features")
     if args.user is not None:
         served = artifacts.table("user_recommendations")

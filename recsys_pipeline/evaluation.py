@@ -103,7 +103,7 @@ def ranking_metrics(
     batch: int = 256,
     max_users: int = RANKED_USERS_LIMIT,
 ) -> dict[str, float]:
-    """Mean precision@k, NDCG@k (binary relevance) and recall@recall_k over the users with a test
+    """Mean precision@k, NDCG@k (binary relevance), recall@recall_k and catalogue coverage@k over the users with a test
     rating (a seeded sample of `max_users` of them when there are more: every user scores every movie).
 
     `score_rows(user_rows)` returns a users × movies score matrix; each user's candidates are all
@@ -123,6 +123,7 @@ def ranking_metrics(
         users = np.sort(np.random.default_rng(0).choice(users, max_users, replace=False))
     discount = 1.0 / np.log2(np.arange(2, k + 2))
     precision, ndcg, recall = [], [], []
+    shown = np.zeros(n_movies, dtype=bool)
     for start in range(0, len(users), batch):
         rows = users[start : start + batch]
         top, _ = top_movies(score_rows(rows), max(k, recall_k), seen[rows].toarray())
@@ -130,6 +131,7 @@ def ranking_metrics(
         n_relevant = relevant_rows.sum(axis=1)
         hits = np.take_along_axis(relevant_rows, top, axis=1).astype("float64")
         at_k = hits[:, :k]
+        shown[top[:, :k].ravel()] = True
         ideal = np.cumsum(discount)[np.minimum(n_relevant, k) - 1]
         precision.append(at_k.sum(axis=1) / k)
         # Fewer than k movies in the catalogue: the list is shorter, precision still counts k slots.
@@ -139,6 +141,8 @@ def ranking_metrics(
         f"precision_at_{k}": float(np.concatenate(precision).mean()),
         f"ndcg_at_{k}": float(np.concatenate(ndcg).mean()),
         f"recall_at_{recall_k}": float(np.concatenate(recall).mean()),
+        # Catalogue coverage: the share of all movies that appear in at least one user's top k.
+        f"coverage_at_{k}": float(shown.mean()),
     }
 
 

@@ -19,7 +19,6 @@ ASSET_FORMATS = {
     "movie_embeddings": "npy",
     "embedding_distance_matrix": "npy",
     "ranking_model": "npz",
-    "serving_model": "npz",
 }
 RELEASES_DIR = "releases"
 # What a consumer (the `recsys` command, a serving system) reads: published together as one release.
@@ -32,7 +31,7 @@ RELEASED_ASSETS = (
     "movie_embeddings",
     "similar_movies",
     "model_evaluation",
-    "serving_model",
+    "ranking_model",
     "user_recommendations",
 )
 

@@ -30,6 +30,16 @@ HISTORY_PROJECTION = "history_projection"
 CONTENT_PROJECTION = "content_projection"
 TOWER_KERNEL = "tower_kernel_"
 TOWER_BIAS = "tower_bias_"
+ITEM_ITEM_WEIGHT = "item_item_weight"
+ITEM_ITEM_L2 = "item_item_l2"
+# The item-item term (EASE, Steck 2019): closed-form movie-to-movie weights from who rated what.
+DEFAULT_ITEM_ITEM_L2 = 200.0
+# Weights of the item-item term tried on validation (0: the two towers alone).
+ITEM_ITEM_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# Above this many users x movies the scores are not held whole: the weights are solved for the most
+# rated movies (at most ITEM_ITEM_MAX_MOVIES, a movies x movies matrix) and applied user batch by batch.
+DENSE_SCORES_LIMIT = 50_000_000
+ITEM_ITEM_MAX_MOVIES = 12_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,10 @@ class RankingModel:
     content_projection: np.ndarray
     tower_kernels: tuple[np.ndarray, ...]
     tower_biases: tuple[np.ndarray, ...]
+    # Served score = standardised two-tower score + item_item_weight x standardised item-item score,
+    # the weight chosen on validation (see `blend`).
+    item_item_weight: float = 0.0
+    item_item_l2: float = DEFAULT_ITEM_ITEM_L2
 
     def arrays(self) -> dict[str, np.ndarray]:
         named = {
@@ -53,6 +67,8 @@ class RankingModel:
             HISTORY_EMBEDDINGS: self.history_embeddings,
             HISTORY_PROJECTION: self.history_projection,
             CONTENT_PROJECTION: self.content_projection,
+            ITEM_ITEM_WEIGHT: np.asarray(self.item_item_weight),
+            ITEM_ITEM_L2: np.asarray(self.item_item_l2),
         }
         for layer, (kernel, bias) in enumerate(zip(self.tower_kernels, self.tower_biases, strict=True)):
             named[f"{TOWER_KERNEL}{layer}"] = kernel
@@ -71,6 +87,8 @@ class RankingModel:
             content_projection=np.asarray(arrays[CONTENT_PROJECTION]),
             tower_kernels=tuple(np.asarray(arrays[f"{TOWER_KERNEL}{i}"]) for i in range(layers)),
             tower_biases=tuple(np.asarray(arrays[f"{TOWER_BIAS}{i}"]) for i in range(layers)),
+            item_item_weight=float(arrays[ITEM_ITEM_WEIGHT]),
+            item_item_l2=float(arrays[ITEM_ITEM_L2]),
         )
 
     def save(self, path: Path) -> None:
@@ -104,6 +122,53 @@ class RankingModel:
     def scores(self, user_vectors: np.ndarray) -> np.ndarray:
         """Users × movies scores, unclipped (float64, so near-equal scores stay apart)."""
         return np.asarray(user_vectors, dtype="float64") @ self.movie_vectors.T.astype("float64") + self.movie_biases
+
+
+def standardised(scores: np.ndarray) -> np.ndarray:
+    """Each row shifted and scaled to mean 0 and standard deviation 1, so two scorers can be added."""
+    scores = np.asarray(scores, dtype="float64")
+    return (scores - scores.mean(axis=1, keepdims=True)) / np.maximum(scores.std(axis=1, keepdims=True), 1e-12)
+
+
+def blend(two_tower_scores: np.ndarray, item_item: np.ndarray | None, weight: float) -> np.ndarray:
+    """The served score: the two towers' score plus `weight` times the item-item score, each standardised per user."""
+    if item_item is None or weight == 0:
+        return standardised(two_tower_scores)
+    return standardised(two_tower_scores) + weight * standardised(item_item)
+
+
+def item_item_scorer(rated_users: np.ndarray, rated_movies: np.ndarray, n_users: int, n_movies: int, l2: float = DEFAULT_ITEM_ITEM_L2):
+    """`score_rows(user rows) -> users x movies` item-item scores (EASE: ridge regression of each
+    movie's column on the others', zero diagonal), from the (user row, movie row) pairs a user rated.
+
+    Where users x movies is small and users are fewer than movies, every score is computed at once
+    through the users x users form (Woodbury identity); otherwise the movies x movies weights are
+    solved for the ITEM_ITEM_MAX_MOVIES most rated movies (others score 0) and applied per batch.
+    """
+    import scipy.sparse as sp  # imported here: only the ranking steps need it
+
+    rated = sp.csr_matrix((np.ones(len(rated_users)), (rated_users, rated_movies)), shape=(n_users, n_movies))
+    rated.data[:] = 1.0  # a movie rated twice by one user counts once
+    if n_users <= n_movies and n_users * n_movies <= DENSE_SCORES_LIMIT:
+        dense = rated.toarray()
+        inverse = np.linalg.inv(l2 * np.eye(n_users) + dense @ dense.T)
+        spread = inverse @ dense
+        diagonal = (1.0 - (dense * spread).sum(axis=0)) / l2
+        scores = dense - (dense - (dense @ dense.T) @ spread) / l2 / np.maximum(diagonal, 1e-12)
+        return lambda user_rows: scores[user_rows]
+    counts = np.asarray(rated.sum(axis=0)).ravel()
+    kept = np.sort(np.argsort(-counts, kind="stable")[: min(ITEM_ITEM_MAX_MOVIES, n_movies)])
+    kept_rated = rated[:, kept].tocsc().tocsr()
+    precision = np.linalg.inv((kept_rated.T @ kept_rated).toarray() + l2 * np.eye(len(kept)))
+    weights = -precision / np.diag(precision)
+    np.fill_diagonal(weights, 0.0)
+
+    def score_rows(user_rows: np.ndarray) -> np.ndarray:
+        scores = np.zeros((len(user_rows), n_movies))
+        scores[:, kept] = kept_rated[user_rows] @ weights
+        return scores
+
+    return score_rows
 
 
 def content_vectors(kernels, biases, scaled_user_features: np.ndarray) -> np.ndarray:

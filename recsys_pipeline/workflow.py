@@ -9,6 +9,7 @@ functions that train or embed.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,9 +209,20 @@ def ranking_report(
 # --- ranking --------------------------------------------------------------------------------------
 
 
-def ranking_scores(ranker: ranking.RankingModel, known: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers):
-    """`score_rows(user rows) -> users × movies scores`, rows of `user_features` and columns of
-    `movie_features` (looked up by ID), each user known by the movies they rated in `known`."""
+def ranking_scores(ranker: ranking.RankingModel, known: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers, item_item_weight: float | None = None):
+    """`score_rows(user rows) -> users × movies` served scores, rows of `user_features` and columns of
+    `movie_features` (looked up by ID), each user known by the movies they rated in `known`: the two
+    towers' score blended with the item-item score of those movies (`ranking.blend`, weight
+    `item_item_weight`, default the model's own)."""
+    weight = ranker.item_item_weight if item_item_weight is None else item_item_weight
+    two_tower_rows = _two_tower_scores(ranker, known, user_features, movie_features, scalers)
+    if weight == 0:
+        return lambda user_rows: ranking.blend(two_tower_rows(user_rows), None, 0.0)
+    item_item_rows = _item_item_scores(ranker, known, user_features, movie_features)
+    return lambda user_rows: ranking.blend(two_tower_rows(user_rows), item_item_rows(user_rows), weight)
+
+
+def _two_tower_scores(ranker: ranking.RankingModel, known: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers):
     scaled = scalers.user.transform(user_features)
     histories = ranking.history_rows(ranker, user_features["userId"].to_numpy(), known["userId"].to_numpy(), known["movieId"].to_numpy())
     columns = ranker.movie_rows(movie_features["movieId"].to_numpy())
@@ -221,6 +233,12 @@ def ranking_scores(ranker: ranking.RankingModel, known: pd.DataFrame, user_featu
         return ranker.scores(ranker.user_vectors(scaled[user_rows], [histories[row] for row in user_rows]))[:, columns]
 
     return score_rows
+
+
+def _item_item_scores(ranker: ranking.RankingModel, known: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame):
+    inputs = ModelInputs(user_features["userId"].to_numpy(), None, movie_features["movieId"].to_numpy(), None)
+    pairs = rating_rows(known, inputs)
+    return ranking.item_item_scorer(pairs.user_rows, pairs.movie_rows, len(user_features), len(movie_features), ranker.item_item_l2)
 
 
 @dataclass(frozen=True)
@@ -247,9 +265,11 @@ def train_ranking_model(
     settings,
     validate_on: str | None = splits.VALIDATION,
     on_epoch_end=None,
+    item_item_weight: float = 0.0,
 ) -> RankingCandidate:
     """Train the ranking head on the ratings in `rows` on top of `rating_model`'s towers; with
-    `validate_on`, stop early on that split's NDCG@10 (candidates: movies not in `rows`)."""
+    `validate_on`, stop early on that split's NDCG@10 (candidates: movies not in `rows`) and choose
+    the weight of the item-item term there, else use `item_item_weight`."""
     from recsys_pipeline import retrieval, two_tower
 
     inputs = ModelInputs(user_features["userId"].to_numpy(), None, movie_features["movieId"].to_numpy(), None)
@@ -262,13 +282,24 @@ def train_ranking_model(
     if validate_on is not None:
         held = rating_rows(labelled[labelled["split"] == validate_on], inputs)
 
-        def validate(model: ranking.RankingModel) -> float:
-            score_rows = ranking_scores(model, rows, user_features, movie_features, scalers)
+        def validate(model: ranking.RankingModel, score_rows=None) -> float:
+            score_rows = score_rows or ranking_scores(model, rows, user_features, movie_features, scalers)
             figures = evaluation.ranking_metrics(score_rows, (pairs.user_rows, pairs.movie_rows), (held.user_rows, held.movie_rows), len(movie_features))
             return figures[f"ndcg_at_{evaluation.RANKING_CUTOFF}"]
 
     started = time.perf_counter()
     model, history = retrieval.train_retrieval(data, movie_features["movieId"].to_numpy(), kernels, biases, settings, validate, on_epoch_end)
+    if validate is not None:
+        # The towers are trained; the weight of the item-item term is chosen on the same validation NDCG@10.
+        two_tower_rows = _two_tower_scores(model, rows, user_features, movie_features, scalers)
+        item_item_rows = _item_item_scores(model, rows, user_features, movie_features)
+        by_weight = {
+            weight: validate(model, lambda user_rows, weight=weight: ranking.blend(two_tower_rows(user_rows), item_item_rows(user_rows), weight))
+            for weight in ranking.ITEM_ITEM_WEIGHTS
+        }
+        history["val_ndcg_at_10_by_item_item_weight"] = [by_weight[weight] for weight in ranking.ITEM_ITEM_WEIGHTS]
+        item_item_weight = max(by_weight, key=by_weight.get)
+    model = dataclasses.replace(model, item_item_weight=float(item_item_weight))
     return RankingCandidate(model, history, time.perf_counter() - started)
 
 

@@ -150,7 +150,7 @@ def test_user_recommendations_are_the_served_rankers_order(data_dir, movie_featu
     served = pd.read_parquet(released_file(data_dir, "user_recommendations"))
     assert list(served.columns) == ["userId", "rank", "movieId", "title", "score"]
     assert served["userId"].nunique() == rating_splits["userId"].nunique()
-    model = ranking.RankingModel.load(released_file(data_dir, "serving_model"))
+    model = ranking.RankingModel.load(released_file(data_dir, "ranking_model"))
     users = pd.read_parquet(released_file(data_dir, "user_genre_averages"))
     scalers = FittedScalers.from_dict(json.loads(released_file(data_dir, "fitted_scalers").read_text()))
     user_id = int(users["userId"].iloc[0])
@@ -173,7 +173,7 @@ def test_the_numpy_user_tower_equals_the_keras_one(data_dir, movie_features):
     scaled = scalers.user.transform(profile)
     side = model.get_layer(two_tower.USER_TOWER)
     content = keras_content_vector(side, scaled)
-    served = ranking.RankingModel.load(released_file(data_dir, "serving_model"))
+    served = ranking.RankingModel.load(released_file(data_dir, "ranking_model"))
     np.testing.assert_allclose(served.content_vectors(scaled), content, atol=1e-5)
     kernels, biases = retrieval.user_tower_layers(model, two_tower.USER_TOWER)
     np.testing.assert_allclose(ranking.content_vectors(kernels, biases, scaled), content, atol=1e-5)
@@ -251,7 +251,7 @@ def test_answers_come_from_the_release_not_the_artifacts_being_rewritten(capsys,
     [
         ("movie_embeddings", lambda path: path.write_bytes(b"")),  # a 0-byte .npy
         ("fitted_scalers", lambda path: path.write_text("{}")),  # an empty scalers document
-        ("serving_model", lambda path: path.write_bytes(path.read_bytes()[:100])),  # a truncated .npz
+        ("ranking_model", lambda path: path.write_bytes(path.read_bytes()[:100])),  # a truncated .npz
         ("movie_features", lambda path: path.unlink()),  # a missing file
     ],
 )

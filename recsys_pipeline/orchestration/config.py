@@ -17,6 +17,7 @@ import pydantic
 from recsys_pipeline import releases, similarity, splits
 from recsys_pipeline.settings import SettingsError, TrainingSettings
 
+DEFAULT_TOP_N = 100
 # Fields of TrainingSettings that are not run configuration: the seed comes from RECSYS_SEED.
 NOT_CONFIGURABLE = ("seed",)
 
@@ -91,12 +92,19 @@ class ReleaseConfig(dg.Config):
     keep_releases: int = pydantic.Field(default=releases.DEFAULT_KEEP, ge=1)
 
 
+class RecommendationsConfig(dg.Config):
+    """How many movies each user's list in user_recommendations holds."""
+
+    top_n: int = pydantic.Field(default=DEFAULT_TOP_N, ge=1)
+
+
 # The configuration class of every asset that takes run configuration, by step name.
 RUN_CONFIGS: dict[str, type[dg.Config]] = {
     "rating_splits": SplitConfig,
     "trained_model": TrainingConfig,
     "embedding_distance_matrix": DistanceMatrixConfig,
     "release": ReleaseConfig,
+    "user_recommendations": RecommendationsConfig,
 }
 
 

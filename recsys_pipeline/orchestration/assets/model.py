@@ -155,8 +155,10 @@ def ranking_model(
 ):
     """The ranking head on the accepted model's towers, trained on the training ratings to pick each
     rated movie out of the catalogue (softmax, the user known by their other rated movies), with
-    early stopping on validation NDCG@10; exported as numpy arrays (recsys_pipeline.ranking).
-    model_evaluation measures it; serving_model refits it on every rating for the epochs found here."""
+    early stopping on validation NDCG@10; then the weight of the item-item term (EASE on the same
+    training ratings) blended into the served score, chosen on validation NDCG@10 too. Exported as
+    numpy arrays (recsys_pipeline.ranking).
+    model_evaluation measures it; user_recommendations serves it, each user known by every movie they rated."""
     settings = RankingSettings(seed=reproducibility.seed)
 
     def log_epoch(epoch: int, loss: float, val_ndcg: float | None) -> None:
@@ -177,7 +179,14 @@ def ranking_model(
         metadata={
             "best_epoch": candidate.best_epoch,
             "epochs_run": len(candidate.history["loss"]),
-            **rounded({"best_val_ndcg_at_10": max(candidate.history["val_ndcg_at_10"]), "training_seconds": candidate.training_seconds}),
+            **rounded(
+                {
+                    "best_val_ndcg_at_10": max(candidate.history["val_ndcg_at_10"]),
+                    "item_item_weight": candidate.model.item_item_weight,
+                    "served_val_ndcg_at_10": max(candidate.history["val_ndcg_at_10_by_item_item_weight"]),
+                    "training_seconds": candidate.training_seconds,
+                }
+            ),
             "validation_ndcg": line_chart({"validation NDCG@10": candidate.history["val_ndcg_at_10"]}, "Validation NDCG@10 per epoch", "epoch", "NDCG@10"),
         },
     )

@@ -3,20 +3,16 @@ the accepted model has materialized and passed its checks."""
 
 import dagster as dg
 import pandas as pd
-import pydantic
 
 from recsys_pipeline import layout, releases, splits, workflow
 from recsys_pipeline.orchestration.automation import ON_ACCEPTED_MODEL_UPDATE
-from recsys_pipeline.orchestration.config import ReleaseConfig
-from recsys_pipeline.orchestration.io_managers import io_manager_key
+from recsys_pipeline.orchestration.config import RecommendationsConfig, ReleaseConfig
 from recsys_pipeline.orchestration.metadata import rounded, table_metadata
-from recsys_pipeline.orchestration.resources import ReleaseStore, Reproducibility
-from recsys_pipeline.settings import RankingSettings
+from recsys_pipeline.orchestration.resources import ReleaseStore
 from recsys_pipeline.standardisation import FittedScalers
 
 # Test figures of the accepted model recorded in each release's manifest (and shown by `recsys releases`).
 RELEASED_METRICS = ("test_rmse", "test_mae")
-DEFAULT_TOP_N = 100
 
 
 @dg.asset(
@@ -54,55 +50,16 @@ def release(context: dg.AssetExecutionContext, config: ReleaseConfig, release_st
     )
 
 
-class RecommendationsConfig(dg.Config):
-    """How many movies each user's list in user_recommendations holds."""
-
-    top_n: int = pydantic.Field(default=DEFAULT_TOP_N, ge=1)
-
-
-@dg.asset(
-    group_name="serving",
-    kinds={"numpy", "tensorflow"},
-    io_manager_key=io_manager_key("serving_model"),
-    code_version="1",
-    automation_condition=ON_ACCEPTED_MODEL_UPDATE,
-    pool="training",
-)
-def serving_model(
-    context: dg.AssetExecutionContext,
-    reproducibility: Reproducibility,
-    accepted_model,
-    rating_splits: pd.DataFrame,
-    user_genre_averages: pd.DataFrame,
-    movie_features: pd.DataFrame,
-    fitted_scalers: dict,
-) -> dg.MaterializeResult:
-    """The ranking head that serves: ranking_model's recipe refitted on EVERY rating (train, validation
-    and test) for the number of epochs early stopping chose there, so served lists learn from all
-    that is known. Its quality was measured on the split by model_evaluation; bench/quality.py shows
-    what the refit gains on ratings the pipeline never saw."""
-    chosen = context.instance.get_latest_materialization_event(dg.AssetKey("ranking_model"))
-    if chosen is None:
-        raise dg.Failure("No materialization of ranking_model in this Dagster instance: materialize ranking_model first.")
-    epochs = int(chosen.asset_materialization.metadata["best_epoch"].value)
-    settings = RankingSettings(seed=reproducibility.seed, epochs=epochs)
-    candidate = workflow.train_ranking_model(
-        accepted_model, rating_splits, rating_splits, user_genre_averages, movie_features, FittedScalers.from_dict(fitted_scalers), settings, validate_on=None
-    )
-    return dg.MaterializeResult(
-        value=candidate.model,
-        metadata={"epochs": epochs, "ratings": len(rating_splits), **rounded({"training_seconds": candidate.training_seconds})},
-    )
-
-
 @dg.asset(group_name="serving", kinds={"pandas", "parquet"}, code_version="1", automation_condition=ON_ACCEPTED_MODEL_UPDATE)
 def user_recommendations(
-    config: RecommendationsConfig, serving_model, rating_splits: pd.DataFrame, user_genre_averages: pd.DataFrame, movie_features: pd.DataFrame, fitted_scalers: dict
+    config: RecommendationsConfig, ranking_model, rating_splits: pd.DataFrame, user_genre_averages: pd.DataFrame, movie_features: pd.DataFrame, fitted_scalers: dict
 ) -> dg.MaterializeResult[pd.DataFrame]:
     """For every user, the top_n movies they have not rated (no rating in any split), best first:
-    userId, rank (1 = best), movieId, title, score (the ranking model's unclipped score). What a
-    downstream service loads, and what `recsys recommend --user` prints."""
-    table = workflow.recommendations(serving_model, rating_splits, user_genre_averages, movie_features, FittedScalers.from_dict(fitted_scalers), config.top_n)
+    userId, rank (1 = best), movieId, title, score (the served, unclipped score). What a downstream
+    service loads, and what `recsys recommend --user` prints. The same ranker model_evaluation
+    measured, fed with every rating: each user's history and the item-item weights come from all
+    the ratings of the source, not only the training split."""
+    table = workflow.recommendations(ranking_model, rating_splits, user_genre_averages, movie_features, FittedScalers.from_dict(fitted_scalers), config.top_n)
     return dg.MaterializeResult(
         value=table,
         metadata={**table_metadata(table), "users": int(table["userId"].nunique()), "distinct_movies": int(table["movieId"].nunique()), "top_n": config.top_n},

@@ -10,7 +10,9 @@ Configured by environment variables, read when the definitions load:
   (default "0 3 * * 1", Mondays 03:00, in UTC);
 - RECSYS_RMSE_TOLERANCE: how many stars of validation RMSE a retrained model may lose against the
   accepted one before the regression gate keeps the accepted one (default 0.01);
-- RECSYS_EXECUTOR: `in_process` (default) or `multiprocess` (see EXECUTORS).
+- RECSYS_EXECUTOR: `in_process` (default), `multiprocess` (see EXECUTORS) or `celery` (steps on
+  Celery workers, with RECSYS_CELERY_BROKER and RECSYS_CELERY_BACKEND; needs the `distributed`
+  extra; see docs/deploy.md).
 """
 
 import os
@@ -18,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
+from upath import UPath
 
 from recsys_pipeline.movielens import DEFAULT_SOURCE
 from recsys_pipeline.orchestration import assets
@@ -35,7 +38,8 @@ from recsys_pipeline.orchestration.resources import ModelGate, MovieLensSource, 
 from recsys_pipeline.splits import DEFAULT_SEED
 
 ARTIFACTS = "artifacts"
-# Beside the artifacts, so the gate remembers the accepted model whatever Dagster instance runs it.
+# In the artifact store beside the artifacts, so the gate remembers the accepted model whatever
+# Dagster instance or worker runs it.
 ACCEPTED_MODEL_RECORD = "accepted_model.record.json"
 DEFAULT_RMSE_TOLERANCE = 0.01
 EXECUTORS = {
@@ -50,6 +54,11 @@ EXECUTORS = {
         name="forkserver_multiprocess",
     ),
 }
+
+
+# Steps on Celery workers over a broker (docs/deploy.md); not in EXECUTORS because it needs the
+# `distributed` extra.
+CELERY = "celery"
 
 
 def build_definitions(
@@ -72,6 +81,7 @@ def build_definitions(
     if "://" not in source:
         source = str(Path(source).expanduser().resolve())
     artifacts = artifacts_base_path or str(data_dir / ARTIFACTS)
+    accepted_model_record = str(UPath(artifacts) / ACCEPTED_MODEL_RECORD)
     return dg.Definitions(
         assets=dg.load_assets_from_modules([assets]),
         asset_checks=CHECKS,
@@ -82,18 +92,24 @@ def build_definitions(
         resources={
             "movielens_source": MovieLensSource(location=source, cache_dir=str(data_dir), sha256=source_sha256),
             "reproducibility": Reproducibility(seed=seed),
-            "model_gate": ModelGate(record_path=str(data_dir / ARTIFACTS / ACCEPTED_MODEL_RECORD), rmse_tolerance=rmse_tolerance),
+            "model_gate": ModelGate(record_path=accepted_model_record, rmse_tolerance=rmse_tolerance),
             "io_manager": ArtifactStore(base_path=artifacts, format="parquet"),
             "numpy_io_manager": ArtifactStore(base_path=artifacts, format="npy"),
             "json_io_manager": ArtifactStore(base_path=artifacts, format="json"),
             "keras_io_manager": ArtifactStore(base_path=artifacts, format="keras"),
+            "candidate_io_manager": ArtifactStore(base_path=artifacts, format="candidate"),
         },
     )
 
 
-def _executor_named(name: str) -> dg.ExecutorDefinition:
+def _executor_named(name: str, environ: Mapping[str, str]) -> dg.ExecutorDefinition:
+    if name == CELERY:
+        # Imported only when chosen: dagster-celery is in the optional `distributed` extra.
+        from recsys_pipeline.orchestration.celery_workers import celery_executor_from_environment
+
+        return celery_executor_from_environment(environ)
     if name not in EXECUTORS:
-        raise ValueError(f"RECSYS_EXECUTOR={name!r}: expected one of {', '.join(EXECUTORS)}")
+        raise ValueError(f"RECSYS_EXECUTOR={name!r}: expected one of {', '.join([*EXECUTORS, CELERY])}")
     return EXECUTORS[name]
 
 
@@ -107,7 +123,7 @@ def definitions_from_environment(environ: Mapping[str, str]) -> dg.Definitions:
         retrain_cron=environ.get("RECSYS_RETRAIN_CRON", DEFAULT_RETRAIN_CRON),
         retrain_timezone=environ.get("RECSYS_RETRAIN_TIMEZONE", DEFAULT_RETRAIN_TIMEZONE),
         rmse_tolerance=float(environ.get("RECSYS_RMSE_TOLERANCE", DEFAULT_RMSE_TOLERANCE)),
-        executor=_executor_named(environ.get("RECSYS_EXECUTOR", "in_process")),
+        executor=_executor_named(environ.get("RECSYS_EXECUTOR", "in_process"), environ),
     )
 
 

@@ -8,6 +8,7 @@ import json
 
 import dagster as dg
 import pytest
+from upath import UPath
 
 from recsys_pipeline.definitions import ACCEPTED_MODEL_RECORD, ARTIFACTS, build_definitions
 from recsys_pipeline.orchestration.checks import REGRESSION_GATE, regression_gate_result
@@ -90,6 +91,30 @@ def test_accepting_the_rejected_candidate_alone_is_refused(pipeline):
     [failure] = [event for event in attempt.all_events if event.is_step_failure]
     assert "regression gate" in failure.step_failure_data.error.message
     assert snapshot(pipeline["artifacts"], PROTECTED) == {name: pipeline["before"][name] for name in PROTECTED}
+
+
+def test_the_candidate_brings_its_own_validation_rmse_whatever_the_instance(pipeline):
+    """In an instance that never saw trained_model materialize (another deployment's, or a CLI run's
+    throwaway one), accepted_model still judges the stored candidate by the RMSE stored with it."""
+    job = pipeline["defs"].resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as fresh:
+        attempt = job.execute_in_process(instance=fresh, asset_selection=[dg.AssetKey("accepted_model")], raise_on_error=False)
+    [failure] = [event for event in attempt.all_events if event.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert f"trained_model from run {pipeline['degraded'].run_id} fails the regression gate" in message
+    assert snapshot(pipeline["artifacts"], PROTECTED) == {name: pipeline["before"][name] for name in PROTECTED}
+
+
+def test_gate_record_lives_in_the_artifact_store_every_worker_reads(tmp_path):
+    defs = build_definitions(str(tmp_path / "source"), tmp_path / "data", artifacts_base_path="memory://gate_test/artifacts")
+    gate = defs.resources["model_gate"]
+    assert gate.record_path == f"memory://gate_test/artifacts/{ACCEPTED_MODEL_RECORD}"
+    assert gate.accepted() is None
+    gate.record_acceptance({"val_rmse": 0.84, "run_id": "first"})
+    gate.record_acceptance({"val_rmse": 0.83, "run_id": "second"})
+    assert gate.accepted() == {"val_rmse": 0.83, "run_id": "second"}
+    assert json.loads(UPath(gate.record_path).read_text())["run_id"] == "second"
+    assert not (tmp_path / "data" / ARTIFACTS / ACCEPTED_MODEL_RECORD).exists()
 
 
 def test_training_logs_each_epoch_and_shows_its_loss_curve_and_similar_movies_show_examples(pipeline):

@@ -224,8 +224,8 @@ class TrainingConfig(dg.Config):
 @dg.asset(
     group_name="model",
     kinds={"keras", "tensorflow"},
-    io_manager_key="keras_io_manager",
-    code_version="2",
+    io_manager_key="candidate_io_manager",
+    code_version="3",
     automation_condition=ON_UPSTREAM_UPDATE,
     pool="training",  # one training at a time where the instance limits pools (see dagster.yaml)
     check_specs=[
@@ -246,8 +246,8 @@ def trained_model(
     """The candidate model: two towers (Dense 128-64-32 with dropout per side, plus ID embeddings
     in the hybrid) whose free dot product, scaled, plus biases predicts stars. Training ratings read
     their rating statistics out of fold (computed without their own fold), so the network learns to
-    trust them as much as they deserve on unseen ratings. Early stopping on validation loss. It
-    becomes accepted_model only if its blocking checks pass."""
+    trust them as much as they deserve on unseen ratings. Early stopping on validation loss. It is
+    stored with its validation RMSE and becomes accepted_model only if its blocking checks pass."""
     from recsys_pipeline import two_tower
 
     scalers = FittedScalers.from_dict(fitted_scalers)
@@ -283,7 +283,7 @@ def trained_model(
     global_mean_rmse = evaluation.rmse(np.full(len(validation), train["rating"].mean()), validation["rating"])
     best_epoch = int(np.argmin(history["val_loss"])) + 1
     return dg.MaterializeResult(
-        value=model,
+        value=two_tower.Candidate(model, val_rmse, context.run_id),
         metadata={
             "val_rmse": val_rmse,
             "epochs_run": len(history["loss"]),
@@ -313,29 +313,25 @@ def trained_model(
     code_version="1",
     automation_condition=ON_UPSTREAM_UPDATE,
 )
-def accepted_model(context: dg.AssetExecutionContext, model_gate: ModelGate, trained_model):
+def accepted_model(model_gate: ModelGate, trained_model):
     """The model that embeddings, similarity, evaluation and recommendations use: the latest
     trained_model that passed its blocking checks, the regression gate among them. When a retrained
-    model fails them, this asset and everything downstream keep the previous model's artifacts."""
-    candidate = context.instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
-    if candidate is None:
-        raise dg.Failure(
-            "No materialization of trained_model in this Dagster instance: materialize trained_model first "
-            "(and set DAGSTER_HOME so that runs share their history)."
-        )
-    val_rmse = float(candidate.asset_materialization.metadata["val_rmse"].value)
+    model fails them, this asset and everything downstream keep the previous model's artifacts.
+    The candidate's validation RMSE and run come with the candidate itself, not from the instance's
+    history, so they always describe the model being accepted."""
+    candidate = trained_model
     previous = model_gate.accepted()
     # The blocking check stops this step inside a run; this guards a materialization of this asset alone.
-    gate = regression_gate_result(val_rmse, previous, model_gate.rmse_tolerance)
+    gate = regression_gate_result(candidate.val_rmse, previous, model_gate.rmse_tolerance)
     if not gate.passed:
         raise dg.Failure(f"trained_model from run {candidate.run_id} fails the regression gate: {gate.description}", metadata=gate.metadata)
     model_gate.record_acceptance(
-        {"val_rmse": val_rmse, "run_id": candidate.run_id, "accepted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        {"val_rmse": candidate.val_rmse, "run_id": candidate.run_id, "accepted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     )
     return dg.MaterializeResult(
-        value=trained_model,
+        value=candidate.model,
         metadata={
-            "val_rmse": val_rmse,
+            "val_rmse": candidate.val_rmse,
             **({"previous_val_rmse": float(previous["val_rmse"])} if previous else {}),
             "trained_in_run": candidate.run_id,
         },

@@ -5,9 +5,10 @@ import json
 from pathlib import Path
 
 import dagster as dg
+from upath import UPath
 
-from recsys_pipeline.atomic import write_json_atomically
 from recsys_pipeline.movielens import DEFAULT_SOURCE, resolve_source
+from recsys_pipeline.orchestration.io_managers import local_source, local_target
 from recsys_pipeline.splits import DEFAULT_SEED
 
 
@@ -33,16 +34,22 @@ class Reproducibility(dg.ConfigurableResource):
 
 class ModelGate(dg.ConfigurableResource):
     """The regression gate's memory: the validation RMSE of the last accepted model, kept in a JSON
-    file beside the artifacts (not only in the Dagster instance, which a CLI run without
-    DAGSTER_HOME throws away), and how much worse in stars a retrained model may be."""
+    file in the artifact store beside the artifacts (a local path or an fsspec URL), so that every
+    worker of a deployment and every Dagster instance, even a CLI run's throwaway one, sees the same
+    record; and how much worse in stars a retrained model may be."""
 
     record_path: str
     rmse_tolerance: float = 0.01
 
     def accepted(self) -> dict | None:
         """The last acceptance record, or None before any model was accepted."""
-        path = Path(self.record_path)
-        return json.loads(path.read_text()) if path.is_file() else None
+        path = UPath(self.record_path)
+        if not path.exists():
+            return None
+        with local_source(path) as local:
+            return json.loads(local.read_text())
 
     def record_acceptance(self, record: dict) -> None:
-        write_json_atomically(self.record_path, record)
+        """Replace the record atomically: a reader sees the previous record or this one."""
+        with local_target(UPath(self.record_path)) as local:
+            local.write_text(json.dumps(record, indent=2, sort_keys=True))

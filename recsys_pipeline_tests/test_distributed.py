@@ -220,8 +220,10 @@ def _failure(instance: dg.DagsterInstance, run_id: str) -> str:
 
 
 def _step_window(instance: dg.DagsterInstance, run_id: str, step_key: str) -> tuple[float, float]:
-    times = [entry.timestamp for entry in instance.all_logs(run_id) if entry.step_key == step_key]  # its events and logs
-    return (min(times), max(times))
+    """From the step's start to its last event or log line (a killed step has no end event)."""
+    entries = [entry for entry in instance.all_logs(run_id) if entry.step_key == step_key]
+    start = min(entry.timestamp for entry in entries if entry.dagster_event and entry.dagster_event.event_type == dg.DagsterEventType.STEP_START)
+    return (start, max(entry.timestamp for entry in entries))
 
 
 def _snapshot(artifacts: Path) -> dict[str, bytes]:

@@ -283,7 +283,7 @@ def trained_model(
     global_mean_rmse = evaluation.rmse(np.full(len(validation), train["rating"].mean()), validation["rating"])
     best_epoch = int(np.argmin(history["val_loss"])) + 1
     return dg.MaterializeResult(
-        value=two_tower.Candidate(model, val_rmse, context.run_id),
+        value=two_tower.Candidate(model, val_rmse, context.run.run_id),
         metadata={
             "val_rmse": val_rmse,
             "epochs_run": len(history["loss"]),

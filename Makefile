@@ -15,7 +15,7 @@ DISTRIBUTED_ROOT ?= $(CURDIR)/.distributed
 WORKERS ?= 2
 DEPLOYMENT = $(VENV)/bin/python -m recsys_pipeline.deployment --root "$(DISTRIBUTED_ROOT)" --workers $(WORKERS)
 
-.PHONY: install instance browser servers pipeline test ui distributed-up distributed-down distributed-run
+.PHONY: install instance browser servers pipeline test ui recsys distributed-up distributed-down distributed-run
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,19 +34,38 @@ instance:
 	mkdir -p "$(DAGSTER_HOME)"
 	cp -n dagster.yaml "$(DAGSTER_HOME)/dagster.yaml" 2>/dev/null || true
 
-# The UI test drives Debian's Chromium (playwright never downloads a browser here).
+# The UI test (recsys_pipeline_tests/test_ui_browser.py) drives Debian's Chromium through playwright,
+# which never downloads a browser here. When chromium is missing it is installed with apt-get, which
+# needs root; otherwise this stops with what to install.
 browser:
-	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null || { \
+	  echo "make: the UI test needs Chromium; installing Debian's chromium package with apt-get"; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "make: cannot install it here (needs root and apt-get): install Chromium so that 'chromium' is on PATH, then rerun" >&2; exit 1; \
+	  fi; }
 
-# PostgreSQL and Redis from Debian when missing; the deployment and its test start their own servers.
+# PostgreSQL and Redis for the distributed deployment and its test, which start servers of their own
+# (docs/deploy.md). When missing they are installed with apt-get, which needs root.
 servers:
-	{ ls /usr/lib/postgresql/*/bin/pg_ctl && command -v redis-server; } >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server; }
+	@{ ls /usr/lib/postgresql/*/bin/pg_ctl && command -v redis-server; } >/dev/null 2>&1 || { \
+	  echo "make: the distributed deployment needs PostgreSQL and Redis; installing Debian's postgresql and redis-server with apt-get"; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server; \
+	  else \
+	    echo "make: cannot install them here (needs root and apt-get): install PostgreSQL and redis-server, then rerun" >&2; exit 1; \
+	  fi; }
 
 pipeline: $(INSTALLED) instance
 	DAGSTER_HOME="$(DAGSTER_HOME)" $(VENV)/bin/dagster asset materialize -m recsys_pipeline.definitions --select '*'
 
 test: $(DISTRIBUTED) browser servers
 	$(VENV)/bin/python -m pytest
+
+# The `recsys` command from the project's environment, e.g. make recsys ARGS='similar "The Matrix"'
+recsys: $(INSTALLED)
+	$(VENV)/bin/recsys $(ARGS)
 
 ui: $(INSTALLED) instance
 	DAGSTER_HOME="$(DAGSTER_HOME)" $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

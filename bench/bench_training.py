@@ -14,9 +14,10 @@ import numpy as np
 from bench.bench_features import package_features
 from bench.common import ML_LATEST_SMALL, machine, median_seconds, report
 from bench.notebook import notebook_training
-from recsys_pipeline import evaluation, features, splits
+from recsys_pipeline import evaluation, features, splits, workflow
 from recsys_pipeline.model_inputs import rating_rows, scaled_inputs
-from recsys_pipeline.scaling import fit_scalers
+from recsys_pipeline.settings import TrainingSettings
+from recsys_pipeline.standardisation import fit_scalers
 
 
 def main() -> None:
@@ -26,22 +27,18 @@ def main() -> None:
     parser.add_argument("--baseline-epochs", type=int, default=20)
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    from recsys_pipeline import two_tower
-
     tables = package_features(args.movielens)
-    movie_table, user_table, labelled = tables["movie_features"], tables["user_features"], tables["splits"]
+    movie_table, user_table, labelled = tables.movie_features, tables.user_features, tables.labelled
     train = splits.training_rows(labelled)
-    validation = labelled[labelled["split"] == "validation"]
-    scalers = fit_scalers(train, user_table, features.user_input_columns(user_table), movie_table, features.movie_input_columns(movie_table))
+    validation = labelled[labelled["split"] == splits.VALIDATION]
     notebook_scalers = fit_scalers(
         train, user_table, features.notebook_user_input_columns(user_table), movie_table, features.notebook_movie_input_columns(movie_table)
     )
     notebook_inputs = scaled_inputs(user_table, movie_table, notebook_scalers)
 
     def package_training():
-        model, history, inputs = two_tower.train_on_ratings(train, validation, user_table, movie_table, scalers, two_tower.TrainingSettings(), folds=5)
-        predicted = two_tower.scorer(model, inputs).predict(rating_rows(validation, inputs))
-        return evaluation.rmse(evaluation.clip_stars(predicted), validation["rating"]), len(history["loss"])
+        candidate = workflow.train_candidate(labelled, user_table, movie_table, tables.scalers, TrainingSettings())
+        return candidate.val_rmse, len(candidate.history["loss"])
 
     def per_rating(ratings):
         # The notebook's layout: one user row and one movie row per rating, materialised up front,

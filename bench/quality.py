@@ -30,9 +30,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import evaluation, features, movielens, splits
+from recsys_pipeline import evaluation, features, movielens, splits, workflow
 from recsys_pipeline.model_inputs import rating_rows
-from recsys_pipeline.scaling import fit_scalers
+from recsys_pipeline.settings import TrainingSettings
+from recsys_pipeline.standardisation import fit_scalers
 
 DEFAULT_DATA = Path(os.environ.get("RECSYS_MOVIELENS", Path(__file__).resolve().parents[1].parent / "shared" / "movielens" / "ml-latest-small"))
 FOLDS = 5
@@ -46,16 +47,14 @@ def _tables(movies: pd.DataFrame, users: np.ndarray, rated: pd.DataFrame):
     return user_table, movie_table
 
 
-def _ranking(scores, train: pd.DataFrame, test: pd.DataFrame, inputs, user_table: pd.DataFrame, movie_table: pd.DataFrame) -> dict[str, float]:
-    train_rows, test_rows = rating_rows(train, inputs), rating_rows(test, inputs)
-    return evaluation.ranking_report(
-        scores,
-        (train_rows.user_rows, train_rows.movie_rows),
-        (test_rows.user_rows, test_rows.movie_rows),
-        movie_table["rating_count"].to_numpy(),
-        user_table[features.user_share_columns(user_table)].to_numpy(),
-        movie_table[features.genre_columns(movie_table)].to_numpy(),
-    )
+class _NoPreference:
+    """Scores every movie 0, so the report's popularity baseline is what it measures."""
+
+    def __init__(self, movies: int):
+        self.movies = movies
+
+    def scores(self, user_rows: np.ndarray) -> np.ndarray:
+        return np.zeros((len(user_rows), self.movies))
 
 
 def run_split(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int, method: str, variants: list[str]) -> list[dict]:
@@ -68,12 +67,12 @@ def run_split(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int, method: st
     scalers = fit_scalers(train, user_table, features.user_input_columns(user_table), movie_table, features.movie_input_columns(movie_table))
     rows, inputs = [], None
     for variant in variants:
-        settings = two_tower.TrainingSettings(seed=seed, hybrid=variant == "hybrid")
+        settings = TrainingSettings(seed=seed, hybrid=variant == "hybrid", out_of_fold_folds=FOLDS)
         started = time.perf_counter()
-        model, history, inputs = two_tower.train_on_ratings(train, validation, user_table, movie_table, scalers, settings, FOLDS)
+        model, history, inputs = two_tower.train_on_ratings(train, validation, user_table, movie_table, scalers, settings)
         scorer = two_tower.scorer(model, inputs)
         predicted = evaluation.clip_stars(scorer.predict(rating_rows(test, inputs)))
-        ranking = _ranking(scorer.scores, train, test, inputs, user_table, movie_table)
+        ranking = workflow.ranking_report(scorer, inputs, train, test, user_table, movie_table)
         rows.append(
             {
                 "model": f"two-tower {variant}",
@@ -90,7 +89,7 @@ def run_split(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int, method: st
     rows.append({"model": "global mean", "test_rmse": evaluation.rmse(np.full(len(test), global_mean), test["rating"]), "test_mae": evaluation.mae(np.full(len(test), global_mean), test["rating"])})
     rows.append({"model": "user+item bias", "test_rmse": evaluation.rmse(evaluation.clip_stars(bias), test["rating"]), "test_mae": evaluation.mae(evaluation.clip_stars(bias), test["rating"])})
     if inputs is not None:
-        popularity = _ranking(lambda user_rows: np.zeros((len(user_rows), len(movie_table))), train, test, inputs, user_table, movie_table)
+        popularity = workflow.ranking_report(_NoPreference(len(movie_table)), inputs, train, test, user_table, movie_table)
         rows.append({"model": "most popular", "test_precision_at_10": popularity["baseline_popularity_precision_at_10"], "test_ndcg_at_10": popularity["baseline_popularity_ndcg_at_10"]})
     return [{"split": method, "seed": seed, **row} for row in rows]
 
@@ -104,10 +103,10 @@ def run_notebook_mode(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int) ->
     user_table, movie_table = _tables(movies, np.unique(labelled["userId"]), labelled)  # the leak: all ratings
     scalers = fit_scalers(labelled, user_table, features.notebook_user_input_columns(user_table), movie_table, features.notebook_movie_input_columns(movie_table))
     settings = replace(
-        two_tower.TrainingSettings(seed=seed, hybrid=False, unit_vectors=True, biases=False),
-        hidden_units=(256, 128), dropout=0.0, learning_rate=1e-3, patience=5, lr_patience=1000,
+        TrainingSettings(seed=seed, hybrid=False, unit_vectors=True, biases=False, out_of_fold_folds=0),
+        tower_widths=(256, 128), dropout=0.0, learning_rate=1e-3, early_stopping_patience=5, lr_reduction_patience=1000,
     )
-    model, history, inputs = two_tower.train_on_ratings(train, validation, user_table, movie_table, scalers, settings, folds=0)
+    model, history, inputs = two_tower.train_on_ratings(train, validation, user_table, movie_table, scalers, settings)
     predicted = evaluation.clip_stars(two_tower.scorer(model, inputs).predict(rating_rows(test, inputs)))
     scaled_error = scalers.target.to_unit(predicted) - scalers.target.to_unit(test["rating"].to_numpy())
     return {"split": "random (notebook mode)", "seed": seed, "model": "notebook design, leaky features", "test_mse_scaled": float(np.mean(np.square(scaled_error, dtype="float64"))), "test_rmse": evaluation.rmse(predicted, test["rating"]), "epochs": len(history["loss"])}

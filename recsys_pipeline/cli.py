@@ -21,20 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import recommend
-from recsys_pipeline.scaling import FittedScalers
+from recsys_pipeline import layout, recommend
+from recsys_pipeline.settings import SettingsError, data_dir_from_environment
+from recsys_pipeline.standardisation import FittedScalers
 
-# The layout the definitions' IO managers write (definitions.ARTIFACTS and each asset's format);
-# importing the definitions here would load Dagster for nothing.
-ARTIFACTS = "artifacts"
-ARTIFACT_FILES = {
-    "movie_features": "movie_features.parquet",
-    "user_genre_averages": "user_genre_averages.parquet",
-    "rating_splits": "rating_splits.parquet",
-    "fitted_scalers": "fitted_scalers.json",
-    "accepted_model": "accepted_model.keras",
-    "movie_embeddings": "movie_embeddings.npy",
-}
 # What movie_embeddings is computed from: a newer input means the embeddings are stale.
 EMBEDDING_INPUTS = ("accepted_model", "movie_features", "fitted_scalers")
 DEFAULT_K = 10
@@ -49,10 +39,10 @@ class Artifacts:
 
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
-        self.directory = data_dir / ARTIFACTS
+        self.directory = layout.artifacts_dir(data_dir)
 
     def path(self, asset: str) -> Path:
-        return self.directory / ARTIFACT_FILES[asset]
+        return layout.artifact_path(self.data_dir, asset)
 
     def materialize_hint(self, assets: Sequence[str]) -> str:
         selection = ",".join(assets)
@@ -201,10 +191,10 @@ def render_table(heading: str, listing: pd.DataFrame) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    data_dir = (args.data_dir or Path(os.environ.get("RECSYS_DATA_DIR", "data"))).expanduser().resolve()
     try:
+        data_dir = (args.data_dir or Path(data_dir_from_environment(os.environ))).expanduser().resolve()
         heading, listing = args.run(args, Artifacts(data_dir))
-    except (recommend.QueryError, ArtifactError) as error:
+    except (recommend.QueryError, ArtifactError, SettingsError) as error:
         print(f"recsys: error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(listing.to_dict(orient="records"), indent=2) if args.json else render_table(heading, listing))

@@ -22,26 +22,26 @@ from pathlib import Path
 import dagster as dg
 from upath import UPath
 
-from recsys_pipeline.movielens import DEFAULT_SOURCE
-from recsys_pipeline.orchestration import assets
+from recsys_pipeline import layout
+from recsys_pipeline.orchestration.assets import ASSETS
 from recsys_pipeline.orchestration.automation import (
     AUTOMATION_SENSOR,
-    DEFAULT_RETRAIN_CRON,
-    DEFAULT_RETRAIN_TIMEZONE,
     RETRAIN_JOB,
     retraining_schedule,
     source_data_changed,
 )
 from recsys_pipeline.orchestration.checks import CHECKS
-from recsys_pipeline.orchestration.io_managers import ArtifactStore
+from recsys_pipeline.orchestration.io_managers import IO_MANAGER_KEYS, ArtifactStore
 from recsys_pipeline.orchestration.resources import ModelGate, MovieLensSource, Reproducibility
-from recsys_pipeline.splits import DEFAULT_SEED
+from recsys_pipeline.settings import (
+    DEFAULT_RETRAIN_CRON,
+    DEFAULT_RETRAIN_TIMEZONE,
+    DEFAULT_RMSE_TOLERANCE,
+    DEFAULT_SEED,
+    EnvironmentSettings,
+    SettingsError,
+)
 
-ARTIFACTS = "artifacts"
-# In the artifact store beside the artifacts, so the gate remembers the accepted model whatever
-# Dagster instance or worker runs it.
-ACCEPTED_MODEL_RECORD = "accepted_model.record.json"
-DEFAULT_RMSE_TOLERANCE = 0.01
 EXECUTORS = {
     # One process runs every step in turn: TensorFlow is imported once, not by each of the three steps
     # that need it, and no step pays a process start (about 2 s each here). Best for a small dataset.
@@ -80,10 +80,10 @@ def build_definitions(
     data_dir = Path(data_dir).expanduser().resolve()
     if "://" not in source:
         source = str(Path(source).expanduser().resolve())
-    artifacts = artifacts_base_path or str(data_dir / ARTIFACTS)
-    accepted_model_record = str(UPath(artifacts) / ACCEPTED_MODEL_RECORD)
+    artifacts = artifacts_base_path or str(layout.artifacts_dir(data_dir))
+    accepted_model_record = str(UPath(artifacts) / layout.ACCEPTED_MODEL_RECORD)
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([assets]),
+        assets=ASSETS,
         asset_checks=CHECKS,
         executor=executor,
         jobs=[RETRAIN_JOB],
@@ -93,11 +93,7 @@ def build_definitions(
             "movielens_source": MovieLensSource(location=source, cache_dir=str(data_dir), sha256=source_sha256),
             "reproducibility": Reproducibility(seed=seed),
             "model_gate": ModelGate(record_path=accepted_model_record, rmse_tolerance=rmse_tolerance),
-            "io_manager": ArtifactStore(base_path=artifacts, format="parquet"),
-            "numpy_io_manager": ArtifactStore(base_path=artifacts, format="npy"),
-            "json_io_manager": ArtifactStore(base_path=artifacts, format="json"),
-            "keras_io_manager": ArtifactStore(base_path=artifacts, format="keras"),
-            "candidate_io_manager": ArtifactStore(base_path=artifacts, format="candidate"),
+            **{key: ArtifactStore(base_path=artifacts, format=format) for format, key in IO_MANAGER_KEYS.items()},
         },
     )
 
@@ -109,22 +105,29 @@ def _executor_named(name: str, environ: Mapping[str, str]) -> dg.ExecutorDefinit
 
         return celery_executor_from_environment(environ)
     if name not in EXECUTORS:
-        raise ValueError(f"RECSYS_EXECUTOR={name!r}: expected one of {', '.join([*EXECUTORS, CELERY])}")
+        raise SettingsError(f"RECSYS_EXECUTOR={name!r}: expected one of {', '.join([*EXECUTORS, CELERY])}")
     return EXECUTORS[name]
 
 
 def definitions_from_environment(environ: Mapping[str, str]) -> dg.Definitions:
-    """The code location as configured by the RECSYS_* variables in `environ`."""
+    """The code location as configured by the RECSYS_* variables in `environ`; a bad one is refused
+    here, with one line naming it, before anything runs."""
+    settings = EnvironmentSettings.from_environment(environ)
+    executor = _executor_named(settings.executor, environ)
     return build_definitions(
-        source=environ.get("RECSYS_MOVIELENS", DEFAULT_SOURCE),
-        data_dir=environ.get("RECSYS_DATA_DIR", "data"),
-        seed=int(environ.get("RECSYS_SEED", DEFAULT_SEED)),
-        source_sha256=environ.get("RECSYS_MOVIELENS_SHA256") or None,
-        retrain_cron=environ.get("RECSYS_RETRAIN_CRON", DEFAULT_RETRAIN_CRON),
-        retrain_timezone=environ.get("RECSYS_RETRAIN_TIMEZONE", DEFAULT_RETRAIN_TIMEZONE),
-        rmse_tolerance=float(environ.get("RECSYS_RMSE_TOLERANCE", DEFAULT_RMSE_TOLERANCE)),
-        executor=_executor_named(environ.get("RECSYS_EXECUTOR", "in_process"), environ),
+        source=settings.source,
+        data_dir=settings.data_dir,
+        seed=settings.seed,
+        source_sha256=settings.source_sha256,
+        retrain_cron=settings.retrain_cron,
+        retrain_timezone=settings.retrain_timezone,
+        rmse_tolerance=settings.rmse_tolerance,
+        executor=executor,
     )
 
 
-defs = definitions_from_environment(os.environ)
+try:
+    defs = definitions_from_environment(os.environ)
+except SettingsError as error:
+    # One line naming the variable, not a loader traceback: nothing can run with this setting.
+    raise SystemExit(f"recsys_pipeline: {error}") from None

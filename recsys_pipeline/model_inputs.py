@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline.scaling import FittedScalers, Standardiser
+from recsys_pipeline.standardisation import FittedScalers, Standardiser
 
 
 @dataclass(frozen=True)

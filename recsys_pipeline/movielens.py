@@ -28,7 +28,6 @@ import pandas as pd
 
 from recsys_pipeline.atomic import atomic_target
 
-DEFAULT_SOURCE = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
 # SHA-256 of archives whose content is known, by URL; a configured checksum takes precedence.
 # The default URL has no entry: its SHA-256 could not be measured here (no network access), and a
 # value that was not measured must not be pinned. GroupLens' published MD5 (`<url>.md5`) is checked

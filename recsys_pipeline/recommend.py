@@ -15,7 +15,7 @@ import pandas as pd
 
 from recsys_pipeline import features, similarity
 from recsys_pipeline.evaluation import clip_stars
-from recsys_pipeline.scaling import TargetScaler
+from recsys_pipeline.standardisation import TargetScaler
 
 CLOSE_MATCHES = 5
 AMBIGUOUS_LISTED = 20

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SPLITS = ("train", "validation", "test")
-DEFAULT_SEED = 47005
+from recsys_pipeline.settings import DEFAULT_SEED
+
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+SPLITS = (TRAIN, VALIDATION, TEST)
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
 
 
@@ -71,7 +73,7 @@ def assign_splits(
 
 
 def training_rows(splits: pd.DataFrame) -> pd.DataFrame:
-    return splits[splits["split"] == "train"]
+    return splits[splits["split"] == TRAIN]
 
 
 def partition_problems(labelled: pd.DataFrame, n_ratings: int, fractions: tuple[float, float, float], tolerance: float = 0.01) -> list[str]:

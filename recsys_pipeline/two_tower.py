@@ -28,7 +28,8 @@ import pandas as pd
 
 from recsys_pipeline import features
 from recsys_pipeline.model_inputs import ModelInputs, RatingRows, Scorer, SideInputs, TowerOutputs, rating_rows, scaled_inputs, side_inputs
-from recsys_pipeline.scaling import FittedScalers
+from recsys_pipeline.settings import TrainingSettings
+from recsys_pipeline.standardisation import FittedScalers
 
 USER_TOWER = "user_tower"
 MOVIE_TOWER = "movie_tower"
@@ -41,33 +42,11 @@ SCALE = "scale"
 CANDIDATE_RECORD = "recsys_candidate.json"
 
 
-@dataclass(frozen=True)
-class TrainingSettings:
-    epochs: int = 30
-    batch_size: int = 1024
-    learning_rate: float = 5e-3
-    patience: int = 4
-    # ReduceLROnPlateau: multiply the rate by this factor after `lr_patience` epochs without progress.
-    lr_factor: float = 0.3
-    lr_patience: int = 1
-    min_learning_rate: float = 1e-5
-    seed: int = 47005
-    hidden_units: tuple[int, ...] = (128, 64)
-    embedding_size: int = 32
-    dropout: float = 0.2
-    id_l2: float = 1e-3
-    id_bias_l2: float = 1e-5
-    hybrid: bool = True
-    # The notebook's design: unit-length vectors (a cosine) and no biases; see bench/quality.py.
-    unit_vectors: bool = False
-    biases: bool = True
-
-
 def _side(name: str, n_inputs: int, n_ids: int, settings: TrainingSettings) -> keras.Model:
     """One side: features (and ID) -> (vector, bias). ID n_ids is the out-of-vocabulary row."""
     features = keras.Input((n_inputs,), name=f"{name}_features")
     hidden = features
-    for units in settings.hidden_units:
+    for units in settings.tower_widths:
         hidden = keras.layers.Dense(units, activation="relu")(hidden)
         hidden = keras.layers.Dropout(settings.dropout)(hidden)
     vector = keras.layers.Dense(settings.embedding_size, name=f"{name}_content_vector")(hidden)
@@ -81,7 +60,7 @@ def _side(name: str, n_inputs: int, n_ids: int, settings: TrainingSettings) -> k
             n_ids + 1,
             settings.embedding_size,
             embeddings_initializer=keras.initializers.RandomNormal(0.0, 0.01),
-            embeddings_regularizer=keras.regularizers.l2(settings.id_l2),
+            embeddings_regularizer=keras.regularizers.l2(settings.id_embedding_l2),
             name=f"{name}_id_embedding",
         )(ids)
         id_bias = keras.layers.Embedding(
@@ -169,8 +148,8 @@ def train_two_tower(
     learning rate that drops when validation loss stalls."""
     model = build_two_tower(users.matrix.shape[2], movies.matrix.shape[2], len(users.ids), len(movies.ids), global_mean, settings)
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=settings.lr_factor, patience=settings.lr_patience, min_lr=settings.min_learning_rate),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=settings.lr_reduction_factor, patience=settings.lr_reduction_patience, min_lr=settings.min_learning_rate),
     ]
     if on_epoch_end is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch_end(epoch, dict(logs or {}))))
@@ -216,28 +195,28 @@ def load_model(path: str) -> keras.Model:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """A trained model with its validation RMSE and the run that trained it. All three are stored
-    in one file, so the regression gate judges the very model it accepts, whichever worker or
-    Dagster instance reads it."""
+class StoredCandidate:
+    """What the trained_model artifact holds: a model with its validation RMSE and the run that
+    trained it, in one file, so the regression gate judges the very model it accepts, whichever
+    worker or Dagster instance reads it."""
 
     model: keras.Model
     val_rmse: float
     run_id: str
 
 
-def save_candidate(candidate: Candidate, path: str) -> None:
+def save_candidate(candidate: StoredCandidate, path: str) -> None:
     candidate.model.save(path)
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr(CANDIDATE_RECORD, json.dumps({"val_rmse": candidate.val_rmse, "run_id": candidate.run_id}))
 
 
-def load_candidate(path: str) -> Candidate:
+def load_candidate(path: str) -> StoredCandidate:
     with zipfile.ZipFile(path) as archive:
         if CANDIDATE_RECORD not in archive.namelist():
             raise ValueError(f"{path}: a model without its {CANDIDATE_RECORD} (written by an older version); rematerialize trained_model.")
         record = json.loads(archive.read(CANDIDATE_RECORD))
-    return Candidate(load_model(path), float(record["val_rmse"]), str(record["run_id"]))
+    return StoredCandidate(load_model(path), float(record["val_rmse"]), str(record["run_id"]))
 
 
 def scorer(model: keras.Model, inputs: ModelInputs) -> Scorer:
@@ -263,12 +242,12 @@ def train_on_ratings(
     movie_features: pd.DataFrame,
     scalers: FittedScalers,
     settings: TrainingSettings,
-    folds: int,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]], ModelInputs]:
-    """Train on `train` with its rating statistics read out of `folds` folds (0: in sample, as the
-    notebook did), stopping on `validation`. Returns the model, its history and the full-training
+    """Train on `train` with its rating statistics read out of `settings.out_of_fold_folds` folds
+    (0: in sample, as the notebook did), stopping on `validation`. Returns the model, its history and the full-training
     inputs (block 0) that validation, test and recommendations read."""
+    folds = settings.out_of_fold_folds
     if folds > 0:
         fold = features.rating_folds(len(train), folds, settings.seed)
         fold_users, fold_movies = features.out_of_fold_tables(train, fold, folds, user_features, movie_features)

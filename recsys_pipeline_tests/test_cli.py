@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_pipeline import cli, definitions, features, recommend
+from recsys_pipeline import cli, features, layout, recommend
 from recsys_pipeline.definitions import build_definitions
-from recsys_pipeline.scaling import FittedScalers
+from recsys_pipeline.standardisation import FittedScalers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TWO_EPOCHS = {"ops": {"trained_model": {"config": {"epochs": 2}}}}
@@ -32,7 +32,7 @@ def data_dir(synthetic_movielens_dir, tmp_path_factory) -> Path:
 
 
 def artifact(data_dir: Path, name: str) -> Path:
-    return data_dir / definitions.ARTIFACTS / cli.ARTIFACT_FILES[name]
+    return layout.artifact_path(data_dir, name)
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +68,7 @@ def unambiguous_title(movie_features: pd.DataFrame) -> tuple[int, str]:
 
 
 def copy_artifacts(data_dir: Path, target: Path, leave_out: tuple[str, ...] = ()) -> Path:
-    shutil.copytree(data_dir / definitions.ARTIFACTS, target / definitions.ARTIFACTS, ignore=shutil.ignore_patterns(*leave_out))
+    shutil.copytree(data_dir / layout.ARTIFACTS_DIR, target / layout.ARTIFACTS_DIR, ignore=shutil.ignore_patterns(*leave_out))
     return target
 
 
@@ -86,7 +86,7 @@ def test_similar_lists_k_other_movies_nearest_first(capsys, data_dir, movie_feat
 
 
 def test_similar_agrees_with_the_similar_movies_asset_and_extends_beyond_its_ten(capsys, data_dir, movie_features):
-    stored = pd.read_parquet(data_dir / definitions.ARTIFACTS / "similar_movies.parquet")
+    stored = pd.read_parquet(data_dir / layout.ARTIFACTS_DIR / "similar_movies.parquet")
     movie_id = int(movie_features["movieId"].iloc[5])
     expected = stored[stored["movieId"] == movie_id].sort_values("rank")
     ten = recsys_json(capsys, data_dir, "similar", str(movie_id))

@@ -58,3 +58,9 @@ def test_environment_configures_source_and_data_dir(tmp_path):
     assert resources["reproducibility"].seed == 3
     assert resources["io_manager"].base_path == str((tmp_path / "data" / "artifacts").resolve())
     assert isinstance(defs.resolve_job_def("recsys_pipeline"), dg.JobDefinition)
+
+
+def test_every_check_has_a_description(tmp_path):
+    graph = build_definitions(str(tmp_path), tmp_path).resolve_asset_graph()
+    undescribed = [key.name for key in graph.asset_check_keys if not (graph.get_check_spec(key).description or "").strip()]
+    assert undescribed == []

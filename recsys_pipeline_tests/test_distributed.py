@@ -24,10 +24,10 @@ import pandas as pd
 import pytest
 
 from recsys_pipeline.atomic import write_bytes_atomically
-from recsys_pipeline.definitions import ACCEPTED_MODEL_RECORD, ARTIFACTS
 from recsys_pipeline.deployment.runs import run_summary, step_pids
 from recsys_pipeline.deployment.servers import wait_until
 from recsys_pipeline.deployment.stack import Stack, command_line, parent_pid
+from recsys_pipeline.layout import ACCEPTED_MODEL_RECORD, artifacts_dir
 from recsys_pipeline.movielens import RATINGS_FILE
 from recsys_pipeline.orchestration.automation import AUTOMATION_SENSOR, RETRAIN_JOB, RETRAIN_TAG, SOURCE_SHA256_TAG, content_sha256, source_data_changed, watched_files
 from recsys_pipeline.synthetic import write_movielens
@@ -81,7 +81,7 @@ def scenario():
 
 
 def _drive(stack: Stack, instance: dg.DagsterInstance, source: Path, observed: dict) -> None:
-    artifacts = stack.data_dir / ARTIFACTS
+    artifacts = artifacts_dir(stack.data_dir)
     observed["initial_sha256"] = content_sha256(watched_files(str(source)))
 
     # The sensor's first tick sees content it never saw and requests a retraining run.

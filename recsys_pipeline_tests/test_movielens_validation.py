@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recsys_pipeline import movielens
-from recsys_pipeline.definitions import ARTIFACTS, build_definitions
+from recsys_pipeline.definitions import build_definitions
+from recsys_pipeline.layout import ARTIFACTS_DIR
 from recsys_pipeline.movielens import MovieLensError
 
 MOVIES = (
@@ -103,7 +104,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def artifact_hashes(data_dir: Path) -> dict[str, str]:
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted((data_dir / ARTIFACTS).iterdir())}
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted((data_dir / ARTIFACTS_DIR).iterdir())}
 
 
 @pytest.mark.parametrize(("movies", "ratings", "expected"), [case[1:] for case in REFUSALS], ids=[case[0] for case in REFUSALS])

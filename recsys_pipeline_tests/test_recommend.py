@@ -6,7 +6,7 @@ import pytest
 
 from recsys_pipeline import features, recommend, similarity
 from recsys_pipeline.model_inputs import Scorer, TowerOutputs
-from recsys_pipeline.scaling import TargetScaler
+from recsys_pipeline.standardisation import TargetScaler
 
 STARS = TargetScaler(minimum=0.5, maximum=5.0)
 

@@ -10,7 +10,8 @@ import dagster as dg
 import pytest
 from upath import UPath
 
-from recsys_pipeline.definitions import ACCEPTED_MODEL_RECORD, ARTIFACTS, build_definitions
+from recsys_pipeline.definitions import build_definitions
+from recsys_pipeline.layout import ACCEPTED_MODEL_RECORD, ARTIFACTS_DIR
 from recsys_pipeline.orchestration.checks import REGRESSION_GATE, regression_gate_result
 
 RETRAIN_JOB = "recsys_pipeline"
@@ -43,7 +44,7 @@ def pipeline(synthetic_movielens_dir, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("gated_pipeline")
     defs = build_definitions(str(synthetic_movielens_dir), data_dir, rmse_tolerance=0.01)
     job = defs.resolve_job_def(RETRAIN_JOB)
-    artifacts = data_dir / ARTIFACTS
+    artifacts = data_dir / ARTIFACTS_DIR
     with dg.instance_for_test() as instance:
         good = job.execute_in_process(instance=instance, run_config=training_run_config(GOOD_TRAINING))
         before = snapshot(artifacts, PROTECTED + ("trained_model.keras",))
@@ -114,7 +115,7 @@ def test_gate_record_lives_in_the_artifact_store_every_worker_reads(tmp_path):
     gate.record_acceptance({"val_rmse": 0.83, "run_id": "second"})
     assert gate.accepted() == {"val_rmse": 0.83, "run_id": "second"}
     assert json.loads(UPath(gate.record_path).read_text())["run_id"] == "second"
-    assert not (tmp_path / "data" / ARTIFACTS / ACCEPTED_MODEL_RECORD).exists()
+    assert not (tmp_path / "data" / ARTIFACTS_DIR / ACCEPTED_MODEL_RECORD).exists()
 
 
 def test_training_logs_each_epoch_and_shows_its_loss_curve_and_similar_movies_show_examples(pipeline):

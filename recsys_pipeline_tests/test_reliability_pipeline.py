@@ -23,8 +23,9 @@ import pandas as pd
 import pytest
 
 from recsys_pipeline import movielens
-from recsys_pipeline.definitions import ARTIFACTS, build_definitions
-from recsys_pipeline.orchestration.assets import RATINGS_NEEDED_NO_REPAIR
+from recsys_pipeline.definitions import build_definitions
+from recsys_pipeline.layout import ARTIFACTS_DIR
+from recsys_pipeline.orchestration.assets.ingest import RATINGS_NEEDED_NO_REPAIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ONE_EPOCH = {"ops": {"trained_model": {"config": {"epochs": 1}}}}
@@ -40,7 +41,7 @@ def materialize(source: Path | str, data_dir: Path, run_config: dict = ONE_EPOCH
 
 def artifact_hashes(data_dir: Path) -> dict[str, str]:
     """SHA-256 of every file in the artifacts folder, temporary files included."""
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted((data_dir / ARTIFACTS).iterdir())}
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted((data_dir / ARTIFACTS_DIR).iterdir())}
 
 
 @pytest.fixture(scope="module")
@@ -231,10 +232,10 @@ def test_two_runs_at_once_both_succeed_and_leave_whole_artifacts(synthetic_movie
     assert set(hashes) == set(artifact_hashes(baseline))  # no temporary file left behind
     assert {name: hashes[name] for name in DETERMINISTIC} == {name: artifact_hashes(baseline)[name] for name in DETERMINISTIC}
     assert len(list((data_dir / "sources").iterdir())) == 1
-    embeddings = np.load(data_dir / ARTIFACTS / "movie_embeddings.npy")
-    distances = np.load(data_dir / ARTIFACTS / "embedding_distance_matrix.npy")
+    embeddings = np.load(data_dir / ARTIFACTS_DIR / "movie_embeddings.npy")
+    distances = np.load(data_dir / ARTIFACTS_DIR / "embedding_distance_matrix.npy")
     np.testing.assert_allclose(distances[0], ((embeddings - embeddings[0]) ** 2).sum(axis=1), atol=1e-4)
-    assert len(pd.read_parquet(data_dir / ARTIFACTS / "similar_movies.parquet")) == 10 * len(embeddings)
+    assert len(pd.read_parquet(data_dir / ARTIFACTS_DIR / "similar_movies.parquet")) == 10 * len(embeddings)
 
 
 # --- Reproducibility ---------------------------------------------------------------------------------
@@ -246,7 +247,7 @@ def test_the_same_seed_reproduces_splits_and_features_byte_for_byte_and_metrics_
     assert materialize(synthetic_movielens_dir, tmp_path / "again").success
     first, second = artifact_hashes(baseline), artifact_hashes(tmp_path / "again")
     assert {name: second[name] for name in DETERMINISTIC} == {name: first[name] for name in DETERMINISTIC}
-    metrics = [pd.read_parquet(folder / ARTIFACTS / "model_evaluation.parquet") for folder in (baseline, tmp_path / "again")]
+    metrics = [pd.read_parquet(folder / ARTIFACTS_DIR / "model_evaluation.parquet") for folder in (baseline, tmp_path / "again")]
     pd.testing.assert_frame_equal(metrics[0], metrics[1], atol=1e-4, check_exact=False)
 
     other_seed = tmp_path / "other_seed"

@@ -10,7 +10,8 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 from upath import UPath
 
-from recsys_pipeline.orchestration import assets, checks
+from recsys_pipeline.orchestration import checks
+from recsys_pipeline.orchestration.assets.similarity import embedding_distance_matrix
 from recsys_pipeline.orchestration.io_managers import ArtifactStore
 from recsys_pipeline.similarity import DistanceMatrixFile, nearest_neighbours, similar_movies_table, squared_distance_matrix
 
@@ -76,7 +77,7 @@ def fixed_movie_embeddings() -> np.ndarray:
 
 def materialize_matrix(tmp_path, max_movies: int, base_path: str | None = None) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [fixed_movie_embeddings, assets.embedding_distance_matrix, checks.distance_matrix_well_formed, checks.distance_matrix_matches_embeddings],
+        [fixed_movie_embeddings, embedding_distance_matrix, checks.distance_matrix_well_formed, checks.distance_matrix_matches_embeddings],
         resources={"numpy_io_manager": ArtifactStore(base_path=base_path or str(tmp_path), format="npy")},
         run_config={"ops": {"embedding_distance_matrix": {"config": {"max_movies": max_movies}}}},
     )

@@ -8,7 +8,7 @@ from sklearn.preprocessing import StandardScaler
 
 from recsys_pipeline import features, splits
 from recsys_pipeline.movielens import read_movies, read_ratings
-from recsys_pipeline.scaling import FittedScalers, fit_scalers, fit_standardiser
+from recsys_pipeline.standardisation import FittedScalers, fit_scalers, fit_standardiser
 
 
 def test_split_is_the_notebooks_two_train_test_splits():

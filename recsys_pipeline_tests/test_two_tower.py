@@ -5,6 +5,7 @@ import pytest
 
 from recsys_pipeline import two_tower
 from recsys_pipeline.model_inputs import RatingRows, SideInputs
+from recsys_pipeline.settings import TrainingSettings
 
 
 def _inputs(rng: np.random.Generator, blocks: int = 3):
@@ -25,7 +26,7 @@ def _inputs(rng: np.random.Generator, blocks: int = 3):
 @pytest.mark.parametrize("hybrid", [False, True])
 def test_content_and_hybrid_models_train_and_reload_in_safe_mode(tmp_path, hybrid):
     users, movies, train, validation = _inputs(np.random.default_rng(0))
-    settings = two_tower.TrainingSettings(epochs=1, batch_size=64, seed=1, hidden_units=(8,), embedding_size=4, hybrid=hybrid)
+    settings = TrainingSettings(epochs=1, batch_size=64, seed=1, tower_widths=(8,), embedding_size=4, hybrid=hybrid)
     model, history = two_tower.train_two_tower(users, movies, train, validation, 3.5, settings)
     assert len(history["loss"]) == 1 and "learning_rate" not in history
     assert two_tower.is_hybrid(model) == hybrid
@@ -47,7 +48,7 @@ def test_content_and_hybrid_models_train_and_reload_in_safe_mode(tmp_path, hybri
 
 def test_hybrid_zeroes_the_out_of_vocabulary_rows_so_unseen_users_get_content_only():
     users, movies, train, validation = _inputs(np.random.default_rng(1))
-    settings = two_tower.TrainingSettings(epochs=1, batch_size=64, seed=1, hidden_units=(8,), embedding_size=4, hybrid=True)
+    settings = TrainingSettings(epochs=1, batch_size=64, seed=1, tower_widths=(8,), embedding_size=4, hybrid=True)
     model, _ = two_tower.train_two_tower(users, movies, train, validation, 3.5, settings)
     for side in (two_tower.USER_TOWER, two_tower.MOVIE_TOWER):
         for layer in ("id_embedding", "id_bias"):

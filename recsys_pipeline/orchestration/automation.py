@@ -11,9 +11,8 @@ import dagster as dg
 
 from recsys_pipeline.movielens import MOVIES_FILE, RATINGS_FILE
 from recsys_pipeline.orchestration.resources import MovieLensSource
+from recsys_pipeline.settings import DEFAULT_RETRAIN_CRON, DEFAULT_RETRAIN_TIMEZONE
 
-DEFAULT_RETRAIN_CRON = "0 3 * * 1"  # Mondays 03:00
-DEFAULT_RETRAIN_TIMEZONE = "UTC"
 RETRAIN_TAG = "recsys/retrain"
 SOURCE_SHA256_TAG = "recsys/source_sha256"
 SOURCE_POLL_SECONDS = 60

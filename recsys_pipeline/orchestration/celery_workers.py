@@ -9,6 +9,8 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from recsys_pipeline.settings import SettingsError
+
 BROKER_VARIABLE = "RECSYS_CELERY_BROKER"
 BACKEND_VARIABLE = "RECSYS_CELERY_BACKEND"
 
@@ -17,9 +19,9 @@ def celery_executor_from_environment(environ: Mapping[str, str]) -> dg.ExecutorD
     """dagster-celery's executor on the broker and backend named by RECSYS_CELERY_BROKER/_BACKEND."""
     missing = [name for name in (BROKER_VARIABLE, BACKEND_VARIABLE) if not environ.get(name)]
     if missing:
-        raise ValueError(f"RECSYS_EXECUTOR=celery needs {' and '.join(missing)} (e.g. redis://127.0.0.1:6379/0); see docs/deploy.md")
+        raise SettingsError(f"RECSYS_EXECUTOR=celery needs {' and '.join(missing)} (e.g. redis://127.0.0.1:6379/0); see docs/deploy.md")
     try:
         from dagster_celery import celery_executor
     except ImportError as error:
-        raise ValueError("RECSYS_EXECUTOR=celery needs the distributed extra: pip install -e '.[distributed]'") from error
+        raise SettingsError("RECSYS_EXECUTOR=celery needs the distributed extra: pip install -e '.[distributed]'") from error
     return celery_executor.configured({"broker": {"env": BROKER_VARIABLE}, "backend": {"env": BACKEND_VARIABLE}}, name="recsys_celery")

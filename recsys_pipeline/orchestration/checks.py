@@ -6,7 +6,7 @@ import pandas as pd
 
 from recsys_pipeline import movielens, splits
 from recsys_pipeline.model_inputs import rating_rows, scaled_inputs
-from recsys_pipeline.scaling import FittedScalers
+from recsys_pipeline.standardisation import FittedScalers
 from recsys_pipeline.similarity import MAX_SQUARED_DISTANCE
 
 SAMPLED_PAIRS = 2_000

@@ -23,6 +23,8 @@ import pandas as pd
 from upath import UPath
 
 from recsys_pipeline.atomic import atomic_target
+from recsys_pipeline.layout import EXTENSIONS, asset_format
+from recsys_pipeline.orchestration.config import refuse_bad_run_config
 
 
 class _ArtifactIOManager(dg.UPathIOManager):
@@ -53,7 +55,7 @@ class _ArtifactIOManager(dg.UPathIOManager):
 
 
 class ParquetIOManager(_ArtifactIOManager):
-    extension = ".parquet"
+    extension = EXTENSIONS["parquet"]
 
     def write(self, obj: pd.DataFrame, path: Path) -> None:
         obj.to_parquet(path, engine="pyarrow", index=False)
@@ -63,7 +65,7 @@ class ParquetIOManager(_ArtifactIOManager):
 
 
 class NumpyIOManager(_ArtifactIOManager):
-    extension = ".npy"
+    extension = EXTENSIONS["npy"]
 
     def write(self, obj: Any, path: Path) -> None:
         if hasattr(obj, "write_npy"):  # an array too large to hold, streamed to disk block by block
@@ -78,7 +80,7 @@ class NumpyIOManager(_ArtifactIOManager):
 
 
 class JsonIOManager(_ArtifactIOManager):
-    extension = ".json"
+    extension = EXTENSIONS["json"]
 
     def write(self, obj: dict, path: Path) -> None:
         path.write_text(json.dumps(obj, indent=2, sort_keys=True))
@@ -88,7 +90,7 @@ class JsonIOManager(_ArtifactIOManager):
 
 
 class KerasIOManager(_ArtifactIOManager):
-    extension = ".keras"
+    extension = EXTENSIONS["keras"]
 
     def write(self, obj: Any, path: Path) -> None:
         obj.save(path)
@@ -102,7 +104,7 @@ class KerasIOManager(_ArtifactIOManager):
 class CandidateIOManager(_ArtifactIOManager):
     """A trained model together with its validation RMSE, in one `.keras` file."""
 
-    extension = ".keras"
+    extension = EXTENSIONS["candidate"]
 
     def write(self, obj: Any, path: Path) -> None:
         from recsys_pipeline.two_tower import save_candidate  # TensorFlow only in steps that need it
@@ -113,6 +115,21 @@ class CandidateIOManager(_ArtifactIOManager):
         from recsys_pipeline.two_tower import load_candidate
 
         return load_candidate(str(path))
+
+
+# The resource key of each format's IO manager in the definitions.
+IO_MANAGER_KEYS = {
+    "parquet": "io_manager",
+    "npy": "numpy_io_manager",
+    "json": "json_io_manager",
+    "keras": "keras_io_manager",
+    "candidate": "candidate_io_manager",
+}
+
+
+def io_manager_key(asset: str) -> str:
+    """The IO manager that stores `asset` in the format recsys_pipeline.layout gives it."""
+    return IO_MANAGER_KEYS[asset_format(asset)]
 
 
 class ArtifactStore(dg.ConfigurableIOManagerFactory):
@@ -130,6 +147,10 @@ class ArtifactStore(dg.ConfigurableIOManagerFactory):
     }
 
     def create_io_manager(self, context: dg.InitResourceContext) -> _ArtifactIOManager:
+        # Every step stores through an artifact store, which starts before the step's work: a run
+        # whose configuration is out of range is refused here, before any step computes or writes.
+        if context.run is not None:
+            refuse_bad_run_config(context.run.run_config)
         return self.MANAGERS[self.format](base_path=UPath(self.base_path))
 
 

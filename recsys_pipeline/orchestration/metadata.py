@@ -2,6 +2,7 @@
 
 import base64
 import io
+import numbers
 from typing import Any
 
 import dagster as dg
@@ -41,3 +42,11 @@ def line_chart(series: dict[str, list[float]], title: str, x_label: str, y_label
     figure.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(figure)
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')})")
+
+
+SHOWN_DECIMALS = 4
+
+
+def rounded(figures: dict[str, float | int]) -> dict[str, float | int]:
+    """Figures as the UI should show them: floats to four decimals (the artifacts keep them exact)."""
+    return {name: value if isinstance(value, numbers.Integral) else round(float(value), SHOWN_DECIMALS) for name, value in figures.items()}

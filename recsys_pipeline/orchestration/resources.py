@@ -7,9 +7,9 @@ from pathlib import Path
 import dagster as dg
 from upath import UPath
 
-from recsys_pipeline.movielens import DEFAULT_SOURCE, resolve_source
+from recsys_pipeline.movielens import resolve_source
 from recsys_pipeline.orchestration.io_managers import local_source, local_target
-from recsys_pipeline.splits import DEFAULT_SEED
+from recsys_pipeline.settings import DEFAULT_DATA_DIR, DEFAULT_RMSE_TOLERANCE, DEFAULT_SEED, DEFAULT_SOURCE
 
 
 class MovieLensSource(dg.ConfigurableResource):
@@ -19,7 +19,7 @@ class MovieLensSource(dg.ConfigurableResource):
     """
 
     location: str = DEFAULT_SOURCE
-    cache_dir: str = "data"
+    cache_dir: str = DEFAULT_DATA_DIR
     sha256: str | None = None
 
     def directory(self) -> Path:
@@ -39,7 +39,7 @@ class ModelGate(dg.ConfigurableResource):
     record; and how much worse in stars a retrained model may be."""
 
     record_path: str
-    rmse_tolerance: float = 0.01
+    rmse_tolerance: float = DEFAULT_RMSE_TOLERANCE
 
     def accepted(self) -> dict | None:
         """The last acceptance record, or None before any model was accepted."""

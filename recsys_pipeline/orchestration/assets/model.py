@@ -1,0 +1,137 @@
+"""Model: a candidate trained on the training rows, accepted only through the regression gate, and
+the accepted model's movie embeddings."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from recsys_pipeline import workflow
+from recsys_pipeline.orchestration.automation import ON_ACCEPTED_MODEL_UPDATE, ON_UPSTREAM_UPDATE
+from recsys_pipeline.orchestration.checks import REGRESSION_GATE, regression_gate_result
+from recsys_pipeline.orchestration.config import TrainingConfig, training_settings
+from recsys_pipeline.orchestration.io_managers import io_manager_key
+from recsys_pipeline.orchestration.metadata import line_chart, rounded
+from recsys_pipeline.orchestration.resources import ModelGate, Reproducibility
+from recsys_pipeline.standardisation import FittedScalers
+
+BEATS_GLOBAL_MEAN = "beats_global_mean_on_validation"
+
+
+@dg.asset(
+    group_name="model",
+    kinds={"keras", "tensorflow"},
+    io_manager_key=io_manager_key("trained_model"),
+    code_version="3",
+    automation_condition=ON_UPSTREAM_UPDATE,
+    pool="training",  # one training at a time where the instance limits pools (see dagster.yaml)
+    check_specs=[
+        dg.AssetCheckSpec(
+            BEATS_GLOBAL_MEAN,
+            asset="trained_model",
+            blocking=True,
+            description="The candidate's validation RMSE is lower than predicting the training mean for every rating.",
+        ),
+        dg.AssetCheckSpec(
+            REGRESSION_GATE,
+            asset="trained_model",
+            blocking=True,
+            description="The regression gate: validation RMSE no worse than the accepted model's by more than RECSYS_RMSE_TOLERANCE stars.",
+        ),
+    ],
+)
+def trained_model(
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    reproducibility: Reproducibility,
+    model_gate: ModelGate,
+    rating_splits: pd.DataFrame,
+    user_genre_averages: pd.DataFrame,
+    movie_features: pd.DataFrame,
+    fitted_scalers: dict,
+):
+    """The candidate model: two towers (Dense 128-64-32 with dropout per side, plus ID embeddings
+    in the hybrid) whose free dot product, scaled, plus biases predicts stars. Training ratings read
+    their rating statistics out of fold (computed without their own fold), so the network learns to
+    trust them as much as they deserve on unseen ratings. Early stopping on validation loss. It is
+    stored with its validation RMSE and becomes accepted_model only if its blocking checks pass."""
+    from recsys_pipeline.two_tower import StoredCandidate  # TensorFlow only in steps that need it
+
+    settings = training_settings(config, reproducibility.seed)
+
+    def log_epoch(epoch: int, logs: dict[str, float]) -> None:
+        context.log.info(f"epoch {epoch + 1}/{settings.epochs}: loss {logs.get('loss', np.nan):.4f}, val_loss {logs.get('val_loss', np.nan):.4f}")
+
+    candidate = workflow.train_candidate(
+        rating_splits, user_genre_averages, movie_features, FittedScalers.from_dict(fitted_scalers), settings, on_epoch_end=log_epoch
+    )
+    history = candidate.history
+    return dg.MaterializeResult(
+        value=StoredCandidate(candidate.model, candidate.val_rmse, context.run.run_id),
+        metadata={
+            # Exact, as the regression gate compares it (accepted_model reads it from the stored candidate).
+            "val_rmse": candidate.val_rmse,
+            **rounded(
+                {
+                    "epochs_run": len(history["loss"]),
+                    "best_epoch": candidate.best_epoch,
+                    "best_val_loss": min(history["val_loss"]),
+                    "training_seconds": candidate.training_seconds,
+                    "parameters": int(candidate.model.count_params()),
+                }
+            ),
+            "loss_curve": line_chart(
+                {"training": history["loss"], "validation": history["val_loss"]}, "Loss per epoch", "epoch", "MSE in stars² (training: with regularisation)"
+            ),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=BEATS_GLOBAL_MEAN,
+                passed=bool(candidate.val_rmse < candidate.global_mean_val_rmse),
+                metadata=rounded({"val_rmse": candidate.val_rmse, "global_mean_val_rmse": candidate.global_mean_val_rmse}),
+            ),
+            regression_gate_result(candidate.val_rmse, model_gate.accepted(), model_gate.rmse_tolerance),
+        ],
+    )
+
+
+@dg.asset(
+    group_name="model",
+    kinds={"keras", "tensorflow"},
+    io_manager_key=io_manager_key("accepted_model"),
+    code_version="1",
+    automation_condition=ON_UPSTREAM_UPDATE,
+)
+def accepted_model(model_gate: ModelGate, trained_model):
+    """The model that embeddings, similarity, evaluation and recommendations use: the latest
+    trained_model that passed its blocking checks, the regression gate among them. When a retrained
+    model fails them, this asset and everything downstream keep the previous model's artifacts.
+    The candidate's validation RMSE and run come with the stored candidate itself, not from the
+    instance's history, so they always describe the model being accepted."""
+    candidate = trained_model
+    previous = model_gate.accepted()
+    # The blocking check stops this step inside a run; this guards a materialization of this asset alone.
+    gate = regression_gate_result(candidate.val_rmse, previous, model_gate.rmse_tolerance)
+    if not gate.passed:
+        raise dg.Failure(f"trained_model from run {candidate.run_id} fails the regression gate: {gate.description}", metadata=gate.metadata)
+    model_gate.record_acceptance(
+        {"val_rmse": candidate.val_rmse, "run_id": candidate.run_id, "accepted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    )
+    return dg.MaterializeResult(
+        value=candidate.model,
+        metadata={
+            **rounded({"val_rmse": candidate.val_rmse, **({"previous_val_rmse": float(previous["val_rmse"])} if previous else {})}),
+            "trained_in_run": candidate.run_id,
+        },
+    )
+
+
+@dg.asset(
+    group_name="model", kinds={"numpy"}, io_manager_key=io_manager_key("movie_embeddings"), code_version="2", automation_condition=ON_ACCEPTED_MODEL_UPDATE
+)
+def movie_embeddings(accepted_model, movie_features: pd.DataFrame, fitted_scalers: dict) -> dg.MaterializeResult[np.ndarray]:
+    """Every movie's vector from the movie side (content tower plus ID embedding in the hybrid),
+    L2-normalised to unit length for similarity; row i is movie_features row i."""
+    embeddings = workflow.movie_embeddings(accepted_model, movie_features, FittedScalers.from_dict(fitted_scalers))
+    return dg.MaterializeResult(value=embeddings, metadata={"movies": embeddings.shape[0], "dimensions": embeddings.shape[1]})

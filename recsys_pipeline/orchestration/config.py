@@ -1,0 +1,117 @@
+"""Run configuration of the assets that take any, with each field's range, and the check that refuses a
+bad run configuration before any step of the run does work.
+
+`TrainingConfig` is generated from the domain's `TrainingSettings` (same names, defaults, descriptions
+and bounds), so a training default lives in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+import pydantic
+
+from recsys_pipeline import similarity, splits
+from recsys_pipeline.settings import SettingsError, TrainingSettings
+
+# Fields of TrainingSettings that are not run configuration: the seed comes from RECSYS_SEED.
+NOT_CONFIGURABLE = ("seed",)
+
+
+class SplitConfig(dg.Config):
+    """Fractions of ratings assigned to train, validation and test; `method` "random" (the peers'
+    split) or "chronological" (each user's latest ratings in test, the previous ones in validation)."""
+
+    method: str = pydantic.Field(default=splits.RANDOM, pattern="^(" + "|".join(splits.METHODS) + ")$")
+    train_fraction: float = pydantic.Field(default=splits.DEFAULT_FRACTIONS[0], gt=0, lt=1)
+    validation_fraction: float = pydantic.Field(default=splits.DEFAULT_FRACTIONS[1], gt=0, lt=1)
+    test_fraction: float = pydantic.Field(default=splits.DEFAULT_FRACTIONS[2], gt=0, lt=1)
+
+    @pydantic.model_validator(mode="after")
+    def fractions_sum_to_one(self) -> SplitConfig:
+        total = self.train_fraction + self.validation_fraction + self.test_fraction
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"train_fraction + validation_fraction + test_fraction = {total:g}: expected 1")
+        return self
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        return (self.train_fraction, self.validation_fraction, self.test_fraction)
+
+
+def _config_field(setting: dataclasses.Field) -> tuple[Any, Any]:
+    """The pydantic field of one TrainingSettings field: same default, description and bounds."""
+    description = setting.metadata["help"]
+    bounds = {name: setting.metadata[name] for name in ("ge", "gt", "le", "lt") if name in setting.metadata}
+    if isinstance(setting.default, tuple):  # bounds apply to each item of a list
+        return list[int], pydantic.Field(default=list(setting.default), min_length=1, description=description)
+    if isinstance(setting.default, float):
+        bounds["allow_inf_nan"] = False
+    return type(setting.default), pydantic.Field(default=setting.default, description=description, **bounds)
+
+
+@pydantic.model_validator(mode="after")
+def _valid_training_settings(config: TrainingConfig) -> TrainingConfig:
+    """The checks pydantic cannot express field by field (each tower width, fold counts), from TrainingSettings."""
+    try:
+        training_settings(config, seed=0)
+    except SettingsError as error:
+        raise ValueError(str(error)) from None
+    return config
+
+
+TrainingConfig = pydantic.create_model(
+    "TrainingConfig",
+    __base__=dg.Config,
+    __validators__={"valid_training_settings": _valid_training_settings},
+    __doc__="Settings of the two-tower network and its training (recsys_pipeline.settings.TrainingSettings); the seed comes from RECSYS_SEED.",
+    **{setting.name: _config_field(setting) for setting in dataclasses.fields(TrainingSettings) if setting.name not in NOT_CONFIGURABLE},
+)
+
+
+def training_settings(config: TrainingConfig, seed: int) -> TrainingSettings:
+    values = {name: tuple(value) if isinstance(value, list) else value for name, value in config.model_dump().items()}
+    return TrainingSettings(**values, seed=seed)
+
+
+class DistanceMatrixConfig(dg.Config):
+    """The dense matrix grows with the square of the number of movies: 1.6 GB at 20,000 movies,
+    15.6 GB at MovieLens 25M's 62,423. Above `max_movies` it is not written; `similar_movies`
+    (blocked exact search, memory linear in movies) serves similar movies at any size."""
+
+    max_movies: int = pydantic.Field(default=similarity.DEFAULT_MAX_MATRIX_MOVIES, ge=1)
+
+
+# The configuration class of every asset that takes run configuration, by step name.
+RUN_CONFIGS: dict[str, type[dg.Config]] = {
+    "rating_splits": SplitConfig,
+    "trained_model": TrainingConfig,
+    "embedding_distance_matrix": DistanceMatrixConfig,
+}
+
+
+def run_config_problems(run_config: Mapping[str, Any]) -> list[str]:
+    """One line per bad field in the `ops` section of a run configuration, naming it."""
+    problems = []
+    for step, section in (run_config.get("ops") or {}).items():
+        config_class = RUN_CONFIGS.get(step)
+        if config_class is None or not isinstance(section, Mapping):
+            continue
+        try:
+            config_class(**(section.get("config") or {}))
+        except pydantic.ValidationError as error:
+            for issue in error.errors():
+                where = ".".join(str(part) for part in ("ops", step, "config", *issue["loc"]))
+                shown = f"{where}={issue['input']!r}" if issue["loc"] else where
+                problems.append(f"{shown}: {issue['msg'].removeprefix('Value error, ')}")
+    return problems
+
+
+def refuse_bad_run_config(run_config: Mapping[str, Any]) -> None:
+    """Raise SettingsError listing every bad field of the run's configuration."""
+    problems = run_config_problems(run_config)
+    if problems:
+        raise SettingsError("bad run configuration: " + "; ".join(problems))

@@ -1,0 +1,197 @@
+"""How the pipeline's steps fit together, without Dagster: ingest, split, features, scalers, a
+candidate model, its embeddings and its evaluation.
+
+The Dagster assets (recsys_pipeline.orchestration.assets), the benchmarks (bench/) and the tests
+call these functions, so the story is written once. Every feature and scaler is computed from the
+training rows of the split; validation and test only measure. TensorFlow is imported only by the
+functions that train or embed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys_pipeline import evaluation, features, movielens, splits
+from recsys_pipeline.model_inputs import ModelInputs, rating_rows, scaled_inputs, side_inputs
+from recsys_pipeline.settings import TrainingSettings
+from recsys_pipeline.standardisation import FittedScalers, fit_scalers
+
+TWO_TOWER = "two_tower"
+GLOBAL_MEAN = "global_mean"
+USER_ITEM_BIAS = "user_item_bias"
+
+
+# --- data and features ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """Both MovieLens files, validated together, and what had to be dropped from the ratings."""
+
+    movies: pd.DataFrame
+    ratings: pd.DataFrame
+    repairs: movielens.RatingRepairs
+
+
+def ingest(directory: Path) -> Ingested:
+    """Read and validate movies.csv and ratings.csv; a malformed file raises MovieLensError naming
+    the file, column and lines. Duplicate ratings and ratings of unknown movies are dropped up to
+    1% of the ratings (and counted), beyond that refused."""
+    movies = movielens.read_movies(directory)
+    ratings, repairs = movielens.repair_ratings(movielens.read_ratings(directory), movies, directory / movielens.RATINGS_FILE)
+    return Ingested(movies, ratings, repairs)
+
+
+def build_movie_features(raw_movies: pd.DataFrame, labelled: pd.DataFrame) -> pd.DataFrame:
+    """One row per movie, its rating statistics from the training rows of `labelled` only."""
+    return features.build_movie_features(raw_movies, splits.training_rows(labelled))
+
+
+def build_user_features(labelled: pd.DataFrame, movie_features: pd.DataFrame) -> pd.DataFrame:
+    """One row per user of any split, its statistics from the training rows of `labelled` only."""
+    users = np.unique(labelled["userId"].to_numpy())
+    return features.build_user_genre_averages(users, splits.training_rows(labelled), movie_features)
+
+
+def fit_feature_scalers(labelled: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame) -> FittedScalers:
+    """Standardisation of the model's inputs and the rating range, fitted on training rows only."""
+    return fit_scalers(
+        splits.training_rows(labelled),
+        user_features,
+        features.user_input_columns(user_features),
+        movie_features,
+        features.movie_input_columns(movie_features),
+    )
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    labelled: pd.DataFrame
+    movie_features: pd.DataFrame
+    user_features: pd.DataFrame
+    scalers: FittedScalers
+
+
+def build_features(ingested: Ingested, seed: int, method: str = splits.RANDOM, fractions: tuple[float, float, float] = splits.DEFAULT_FRACTIONS) -> FeatureSet:
+    """Every step from the ingested files to the fitted scalers, as the assets run them one by one."""
+    labelled = splits.assign_splits(ingested.ratings, seed, fractions, method)
+    movie_features = build_movie_features(ingested.movies, labelled)
+    user_features = build_user_features(labelled, movie_features)
+    return FeatureSet(labelled, movie_features, user_features, fit_feature_scalers(labelled, user_features, movie_features))
+
+
+# --- the model ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained network, how training went, and its validation RMSE beside the global mean's."""
+
+    model: object
+    history: dict[str, list[float]]
+    inputs: ModelInputs
+    val_rmse: float
+    global_mean_val_rmse: float
+    training_seconds: float
+
+    @property
+    def best_epoch(self) -> int:
+        return int(np.argmin(self.history["val_loss"])) + 1
+
+
+def train_candidate(
+    labelled: pd.DataFrame,
+    user_features: pd.DataFrame,
+    movie_features: pd.DataFrame,
+    scalers: FittedScalers,
+    settings: TrainingSettings,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> Candidate:
+    """Train on the training rows with early stopping on the validation rows, then measure validation RMSE."""
+    from recsys_pipeline import two_tower
+
+    train = splits.training_rows(labelled)
+    validation = labelled[labelled["split"] == splits.VALIDATION]
+    started = time.perf_counter()
+    model, history, inputs = two_tower.train_on_ratings(train, validation, user_features, movie_features, scalers, settings, on_epoch_end)
+    training_seconds = time.perf_counter() - started
+    predicted = evaluation.clip_stars(two_tower.scorer(model, inputs).predict(rating_rows(validation, inputs)))
+    global_mean = np.full(len(validation), train["rating"].mean())
+    return Candidate(
+        model,
+        history,
+        inputs,
+        evaluation.rmse(predicted, validation["rating"]),
+        evaluation.rmse(global_mean, validation["rating"]),
+        training_seconds,
+    )
+
+
+def movie_embeddings(model, movie_features: pd.DataFrame, scalers: FittedScalers) -> np.ndarray:
+    """Every movie's vector from the movie side, L2-normalised; row i is movie_features row i."""
+    from recsys_pipeline import two_tower
+
+    vectors = two_tower.embed(model, two_tower.MOVIE_TOWER, side_inputs([movie_features], scalers.movie)).vectors
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Error per model and split (`table`), and the headline figures (`metrics`) by name."""
+
+    table: pd.DataFrame
+    metrics: dict[str, float]
+
+
+def evaluate(model, labelled: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers) -> Evaluation:
+    """Validation and test error of `model` in stars (and MSE on the [-1, 1] scale) beside a global-mean
+    and a user+item bias baseline fitted on the same training rows, and test ranking quality beside
+    the most-popular baseline."""
+    from recsys_pipeline import two_tower
+
+    inputs = scaled_inputs(user_features, movie_features, scalers)
+    train = splits.training_rows(labelled)
+    scorer = two_tower.scorer(model, inputs)
+    held_out = labelled[labelled["split"] != splits.TRAIN]
+    table = evaluation.error_table(
+        held_out,
+        {
+            TWO_TOWER: evaluation.clip_stars(scorer.predict(rating_rows(held_out, inputs))),
+            GLOBAL_MEAN: np.full(len(held_out), train["rating"].mean()),
+            USER_ITEM_BIAS: evaluation.clip_stars(evaluation.fit_bias_baseline(train).predict(held_out)),
+        },
+        scalers.target.to_unit,
+    )
+    metric = table.set_index(["model", "split"])
+    metrics = {
+        "test_rmse": float(metric.loc[(TWO_TOWER, splits.TEST), "rmse"]),
+        "test_mae": float(metric.loc[(TWO_TOWER, splits.TEST), "mae"]),
+        "test_mse_scaled": float(metric.loc[(TWO_TOWER, splits.TEST), "mse_scaled"]),
+        "val_rmse": float(metric.loc[(TWO_TOWER, splits.VALIDATION), "rmse"]),
+        "baseline_global_mean_rmse": float(metric.loc[(GLOBAL_MEAN, splits.TEST), "rmse"]),
+        "baseline_bias_rmse": float(metric.loc[(USER_ITEM_BIAS, splits.TEST), "rmse"]),
+        **ranking_report(scorer, inputs, train, labelled[labelled["split"] == splits.TEST], user_features, movie_features),
+    }
+    return Evaluation(table, metrics)
+
+
+def ranking_report(scorer, inputs: ModelInputs, train: pd.DataFrame, test: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame) -> dict[str, float]:
+    """Top-10 ranking quality on `test` of the model's ranking and of the most-popular baseline."""
+    train_rows, test_rows = rating_rows(train, inputs), rating_rows(test, inputs)
+    return evaluation.ranking_report(
+        scorer.scores,
+        (train_rows.user_rows, train_rows.movie_rows),
+        (test_rows.user_rows, test_rows.movie_rows),
+        movie_features["rating_count"].to_numpy(),
+        user_features[features.user_share_columns(user_features)].to_numpy(),
+        movie_features[features.genre_columns(movie_features)].to_numpy(),
+    )

@@ -40,7 +40,7 @@ LOCATION = "recsys_pipeline"  # workspace.yaml's location_name
 REPOSITORY = "__repository__"  # the repository Dagster makes of a module's `defs`
 START_TIMEOUT_SECONDS = 240
 STOP_GRACE_SECONDS = 20
-# The order processes are started in; they are stopped in reverse.
+# Names of the processes (and of their logs) besides the workers.
 WEBSERVER, DAEMON, REDIS = "webserver", "daemon", "redis"
 
 
@@ -319,9 +319,9 @@ class Stack:
         if self.state is None:
             return 0
         env = self.environment()
-        postgres_processes = set(self._postgres_processes())
+        postgres_processes, redis = set(self._postgres_processes()), self._pid(REDIS)
         # Dagster's processes first (they write their last events to PostgreSQL), then Redis, then PostgreSQL.
-        self._terminate(lambda pid: pid not in postgres_processes and pid != self._pid(REDIS))
+        self._terminate(lambda pid: pid not in postgres_processes and pid != redis)
         self._terminate(lambda pid: pid not in postgres_processes)
         try:
             self.postgres.stop(env)
@@ -338,7 +338,7 @@ class Stack:
         while time.monotonic() < deadline and any(pid in self.running_processes() for pid in targets):
             self._reap()
             time.sleep(0.3)
-        for pid in targets:
+        for pid in set(targets) & set(self.running_processes()):  # still carrying the marker: not a reused pid
             _signal(pid, signal.SIGKILL)
         time.sleep(0.2)
         self._reap()

@@ -25,7 +25,7 @@ import pytest
 
 from recsys_pipeline.atomic import write_bytes_atomically
 from recsys_pipeline.deployment.runs import run_summary, step_pids
-from recsys_pipeline.deployment.servers import wait_until
+from recsys_pipeline.deployment.servers import accepts_connections, wait_until
 from recsys_pipeline.deployment.stack import Stack, command_line, parent_pid
 from recsys_pipeline.layout import ACCEPTED_MODEL_RECORD, artifacts_dir
 from recsys_pipeline.movielens import RATINGS_FILE
@@ -74,6 +74,9 @@ def scenario():
     finally:
         observed["processes_left"] = stack.stop()
         observed["survivors"] = stack.running_processes()
+        if stack.state:  # independently of the marker: nothing answers on the deployment's ports
+            ports = (stack.state.postgres_port, stack.state.redis_port, stack.state.webserver_port)
+            observed["ports_answering"] = [port for port in ports if accepts_connections(port)]
         observed["seconds"] = time.monotonic() - observed["started"]
         shutil.rmtree(root, ignore_errors=True)
     print(f"\ndistributed scenario: up {observed['up_seconds']:.0f} s, all {observed['seconds']:.0f} s")
@@ -191,6 +194,7 @@ def test_stopping_leaves_no_process_running(scenario):
     # Every process of the deployment (servers, workers, daemon, webserver, the run and code-server
     # processes they started) carries the deployment's marker in its environment.
     assert scenario["processes_left"] == 0 and scenario["survivors"] == []
+    assert scenario["ports_answering"] == []
 
 
 # --- helpers --------------------------------------------------------------------------------------

@@ -35,6 +35,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def accepts_connections(port: int) -> bool:
+    """Whether something listens on LOOPBACK:`port`."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def wait_until(ready, what: str, timeout: float, interval: float = 0.5):
     """Poll `ready()` until it returns something truthy; raise naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -150,6 +159,8 @@ class Redis:
         return [
             redis_program(), "--bind", LOOPBACK, "--port", str(self.port), "--protected-mode", "yes",
             "--save", "", "--appendonly", "no", "--dir", str(self.directory),
+            # Redis would otherwise rewrite its title over its environment, hiding the deployment's marker.
+            "--set-proc-title", "no",
         ]  # fmt: skip
 
     def answers(self) -> bool:

@@ -27,7 +27,7 @@ def atomic_target(target: str | os.PathLike) -> Iterator[Path]:
         yield temporary
         _fsync_file(temporary)
         os.replace(temporary, target)
-        _fsync_directory(target.parent)
+        fsync_directory(target.parent)
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -70,7 +70,7 @@ def _fsync_file(path: Path) -> None:
         os.close(descriptor)
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
     # Makes the rename itself durable; not every platform can open a directory.
     try:
         descriptor = os.open(path, os.O_RDONLY)

@@ -1,11 +1,13 @@
-"""The `recsys` command: similar movies and recommendations from the latest materialized artifacts.
+"""The `recsys` command: similar movies and recommendations from the current release.
 
     recsys similar "Toy Story (1995)" [-k 10] [--json]
     recsys recommend --user 1 [-k 10] [--json]
     recsys recommend --genres "Animation=5,Children=4.5,Horror=1" [-k 10] [--json]
+    recsys releases [--json]
+    recsys rollback RELEASE_ID
 
-Artifacts are read from <data dir>/artifacts, the data dir being --data-dir, else RECSYS_DATA_DIR,
-else ./data, as for the Dagster code location. Only `recommend` imports TensorFlow, to embed the
+Answers come from the current release in <data dir>/releases (see recsys_pipeline.releases), the
+data dir being --data-dir, else RECSYS_DATA_DIR, else ./data, as for the Dagster code location. Only `recommend` imports TensorFlow, to embed the
 user through the trained model's user tower. The answers themselves come from recsys_pipeline.recommend.
 """
 
@@ -21,50 +23,57 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import layout, recommend
+from recsys_pipeline import layout, recommend, releases
 from recsys_pipeline.settings import SettingsError, data_dir_from_environment
 from recsys_pipeline.standardisation import FittedScalers
 
-# What movie_embeddings is computed from: a newer input means the embeddings are stale.
-EMBEDDING_INPUTS = ("accepted_model", "movie_features", "fitted_scalers")
 DEFAULT_K = 10
 
 
 class ArtifactError(Exception):
-    """An artifact is missing, unreadable or out of step with the others; the message says what to materialize."""
+    """A release or one of its files is missing, unreadable or corrupt; the message says what to run."""
 
 
 class Artifacts:
-    """The artifact files of one data directory, loaded on demand."""
+    """The files of the current release of one data directory (recsys_pipeline.releases), each
+    verified against the release's manifest before it is read. The artifacts folder the pipeline is
+    writing is never read: a retrain, a refused source or an interrupted run cannot change an answer."""
 
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
-        self.directory = layout.artifacts_dir(data_dir)
+        self.releases_dir = layout.releases_dir(data_dir)
+        self._release: releases.Release | None = None
+
+    def publish_hint(self) -> str:
+        return f"run: RECSYS_DATA_DIR={self.data_dir} dagster asset materialize -m recsys_pipeline.definitions --select '*'"
+
+    def release(self) -> releases.Release:
+        if self._release is None:
+            try:
+                found = releases.current(self.releases_dir)
+            except releases.ReleaseError as error:
+                raise ArtifactError(str(error)) from error
+            if found is None:
+                raise ArtifactError(f"no release published yet in {self.releases_dir}; {self.publish_hint()}")
+            self._release = found
+        return self._release
 
     def path(self, asset: str) -> Path:
-        return layout.artifact_path(self.data_dir, asset)
-
-    def materialize_hint(self, assets: Sequence[str]) -> str:
-        selection = ",".join(assets)
-        return f"run: RECSYS_DATA_DIR={self.data_dir} dagster asset materialize -m recsys_pipeline.definitions --select '{selection}'"
-
-    def require(self, assets: Sequence[str]) -> None:
-        """Fail naming the assets to materialize when any of `assets` has no file yet."""
-        missing = [asset for asset in assets if not self.path(asset).is_file()]
-        if not missing:
-            return
-        # Nothing built yet: the whole graph is needed, not just the files this command reads.
-        nothing_built = len(missing) == len(assets)
-        raise ArtifactError(
-            f"missing artifact(s) {', '.join(missing)} in {self.directory}; "
-            + self.materialize_hint(["*"] if nothing_built else missing)
-        )
+        """The current release's file of `asset`, after checking its size and SHA-256 against the manifest."""
+        release = self.release()
+        name = layout.file_name(asset)
+        try:
+            release.verify([name])
+        except releases.ReleaseError as error:
+            raise ArtifactError(f"{error}; go back to an intact release with `recsys rollback ID` (see `recsys releases`), or publish a new one: {self.publish_hint()}") from error
+        return release.path(name)
 
     def _read(self, asset: str, reader):
+        path = self.path(asset)
         try:
-            return reader(self.path(asset))
-        except (OSError, ValueError) as error:
-            raise ArtifactError(f"{self.path(asset)} is unreadable ({error}); {self.materialize_hint([asset])}") from error
+            return reader(path)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ArtifactError(f"{path} is unreadable ({type(error).__name__}: {error}); {self.publish_hint()}") from error
 
     def table(self, asset: str, columns: list[str] | None = None) -> pd.DataFrame:
         return self._read(asset, lambda path: pd.read_parquet(path, columns=columns))
@@ -73,17 +82,13 @@ class Artifacts:
         return self._read("fitted_scalers", lambda path: FittedScalers.from_dict(json.loads(path.read_text())))
 
     def movie_embeddings(self, movie_features: pd.DataFrame) -> np.ndarray:
-        """The stored movie embeddings, checked to be row-aligned with `movie_features` and newer than their inputs."""
+        """The released movie embeddings, checked to be row-aligned with the release's `movie_features`."""
         embeddings = self._read("movie_embeddings", lambda path: np.load(path, mmap_mode="r", allow_pickle=False))
         if len(embeddings) != len(movie_features):
             raise ArtifactError(
-                f"movie_embeddings holds {len(embeddings)} rows for {len(movie_features)} movies in movie_features; "
-                + self.materialize_hint(["movie_embeddings"])
+                f"movie_embeddings holds {len(embeddings)} rows for {len(movie_features)} movies in movie_features of release "
+                f"{self.release().release_id}; {self.publish_hint()}"
             )
-        built = self.path("movie_embeddings").stat().st_mtime
-        newer = [asset for asset in EMBEDDING_INPUTS if self.path(asset).is_file() and self.path(asset).stat().st_mtime > built]
-        if newer:
-            raise ArtifactError(f"movie_embeddings is older than {', '.join(newer)}; " + self.materialize_hint(["movie_embeddings"]))
         return embeddings
 
     def model(self):
@@ -96,7 +101,6 @@ class Artifacts:
 
 
 def similar(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.DataFrame]:
-    artifacts.require(["movie_features", "movie_embeddings"])
     movie_features = artifacts.table("movie_features")
     movie_id = recommend.find_movie(movie_features, args.movie)
     listing = recommend.similar_movies(movie_features, artifacts.movie_embeddings(movie_features), movie_id, args.k)
@@ -106,7 +110,6 @@ def similar(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.Dat
 
 def recommend_movies(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.DataFrame]:
     for_user = args.user is not None
-    artifacts.require(["movie_features", "fitted_scalers", "accepted_model", *(["user_genre_averages", "rating_splits"] if for_user else [])])
     movie_features = artifacts.table("movie_features")
     scalers = artifacts.scalers()
     user_row_number = None  # a new user has no learned ID: the model scores them by content alone
@@ -126,6 +129,40 @@ def recommend_movies(args: argparse.Namespace, artifacts: Artifacts) -> tuple[st
     listing = recommend.top_predictions(movie_features, stars, args.k, rated, args.min_ratings)
     among = f", among movies with at least {args.min_ratings} training ratings" if args.min_ratings else ""
     return f"The {len(listing)} highest predicted ratings for {who}{among}:", listing
+
+
+def _release_rows(artifacts: Artifacts, shown: list[releases.Release]) -> pd.DataFrame:
+    current_id = releases.current_id(artifacts.releases_dir)
+    return pd.DataFrame(
+        [
+            {
+                "release_id": release.release_id,
+                "current": "*" if release.release_id == current_id else "",
+                "created_at": release.manifest.get("created_at", ""),
+                "val_rmse": release.manifest.get("val_rmse", np.nan),
+                "test_rmse": release.manifest.get("metrics", {}).get("test_rmse", np.nan),
+            }
+            for release in shown
+        ],
+        columns=["release_id", "current", "created_at", "val_rmse", "test_rmse"],
+    )
+
+
+def list_releases(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.DataFrame]:
+    try:
+        listing = _release_rows(artifacts, releases.list_releases(artifacts.releases_dir))
+    except releases.ReleaseError as error:
+        raise ArtifactError(str(error)) from error
+    return f"{len(listing)} release(s) in {artifacts.releases_dir}, oldest first (* = current):", listing
+
+
+def rollback(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.DataFrame]:
+    try:
+        release = releases.make_current(artifacts.releases_dir, args.release_id)
+        listing = _release_rows(artifacts, [release])
+    except releases.ReleaseError as error:
+        raise ArtifactError(str(error)) from error
+    return f"Release {release.release_id} is now current:", listing
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -172,10 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-ratings", type=int, default=0, metavar="N", help="only movies with at least N training ratings (default 0: every movie)"
     )
     recommend_parser.set_defaults(run=recommend_movies)
+
+    releases_parser = commands.add_parser("releases", parents=[common], help="the published releases, oldest first, the current one marked")
+    releases_parser.set_defaults(run=list_releases)
+    rollback_parser = commands.add_parser("rollback", parents=[common], help="make an earlier release current again (after verifying its files)")
+    rollback_parser.add_argument("release_id", metavar="RELEASE_ID", help="an id listed by `recsys releases`")
+    rollback_parser.set_defaults(run=rollback)
     return parser
 
 
-SCORE_FORMATS = {"distance": "{:.4f}", "predicted_rating": "{:.2f}"}
+SCORE_FORMATS = {"distance": "{:.4f}", "predicted_rating": "{:.2f}", "val_rmse": "{:.4f}", "test_rmse": "{:.4f}"}
 
 
 def render_table(heading: str, listing: pd.DataFrame) -> str:
@@ -183,7 +226,7 @@ def render_table(heading: str, listing: pd.DataFrame) -> str:
     columns = []
     for name in listing.columns:
         cells = [SCORE_FORMATS.get(name, "{}").format(value) for value in listing[name]]
-        width = max(len(name), *(len(cell) for cell in cells))
+        width = max([len(name), *(len(cell) for cell in cells)])
         align = str.rjust if pd.api.types.is_numeric_dtype(listing[name]) else str.ljust
         columns.append([align(cell, width) for cell in [name, *cells]])
     return "\n".join([heading, *("  ".join(row).rstrip() for row in zip(*columns, strict=True))])

@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
-from upath import UPath
 
 from recsys_pipeline import layout
 from recsys_pipeline.orchestration.assets import ASSETS
@@ -32,7 +31,7 @@ from recsys_pipeline.orchestration.automation import (
 )
 from recsys_pipeline.orchestration.checks import CHECKS
 from recsys_pipeline.orchestration.io_managers import IO_MANAGER_KEYS, ArtifactStore
-from recsys_pipeline.orchestration.resources import ModelGate, MovieLensSource, Reproducibility
+from recsys_pipeline.orchestration.resources import ModelGate, MovieLensSource, ReleaseStore, Reproducibility
 from recsys_pipeline.settings import (
     DEFAULT_RETRAIN_CRON,
     DEFAULT_RETRAIN_TIMEZONE,
@@ -81,7 +80,6 @@ def build_definitions(
     if "://" not in source:
         source = str(Path(source).expanduser().resolve())
     artifacts = artifacts_base_path or str(layout.artifacts_dir(data_dir))
-    accepted_model_record = str(UPath(artifacts) / layout.ACCEPTED_MODEL_RECORD)
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
@@ -92,7 +90,8 @@ def build_definitions(
         resources={
             "movielens_source": MovieLensSource(location=source, cache_dir=str(data_dir), sha256=source_sha256),
             "reproducibility": Reproducibility(seed=seed),
-            "model_gate": ModelGate(record_path=accepted_model_record, rmse_tolerance=rmse_tolerance),
+            "model_gate": ModelGate(releases_dir=str(layout.releases_dir(data_dir)), rmse_tolerance=rmse_tolerance),
+            "release_store": ReleaseStore(artifacts_base_path=artifacts, releases_dir=str(layout.releases_dir(data_dir))),
             **{key: ArtifactStore(base_path=artifacts, format=format) for format, key in IO_MANAGER_KEYS.items()},
         },
     )

@@ -1,4 +1,4 @@
-"""Where every artifact lives on disk: `<data dir>/artifacts/<asset><extension>`.
+"""Where every artifact lives on disk: `<data dir>/artifacts/<asset><extension>`, and releases in `<data dir>/releases/`.
 
 The one description of the storage layout, shared by the Dagster IO managers that write the files
 and the `recsys` command that reads them. The format of each asset is decided here.
@@ -20,9 +20,18 @@ ASSET_FORMATS = {
     "movie_embeddings": "npy",
     "embedding_distance_matrix": "npy",
 }
-# In the artifact store beside the artifacts, so the regression gate remembers the accepted model
-# whatever Dagster instance or worker runs it.
-ACCEPTED_MODEL_RECORD = "accepted_model.record.json"
+RELEASES_DIR = "releases"
+# What a consumer (the `recsys` command, a serving system) reads: published together as one release.
+RELEASED_ASSETS = (
+    "movie_features",
+    "user_genre_averages",
+    "rating_splits",
+    "fitted_scalers",
+    "accepted_model",
+    "movie_embeddings",
+    "similar_movies",
+    "model_evaluation",
+)
 
 
 def asset_format(asset: str) -> str:
@@ -33,6 +42,16 @@ def artifacts_dir(data_dir: str | Path) -> Path:
     return Path(data_dir) / ARTIFACTS_DIR
 
 
+def file_name(asset: str) -> str:
+    """The name of `asset`'s file, in the artifacts folder and in a release alike."""
+    return f"{asset}{EXTENSIONS[asset_format(asset)]}"
+
+
 def artifact_path(data_dir: str | Path, asset: str) -> Path:
     """The file the pipeline writes for `asset` under `data_dir`."""
-    return artifacts_dir(data_dir) / f"{asset}{EXTENSIONS[asset_format(asset)]}"
+    return artifacts_dir(data_dir) / file_name(asset)
+
+
+def releases_dir(data_dir: str | Path) -> Path:
+    """Where releases are published (see recsys_pipeline.releases), beside the artifacts."""
+    return Path(data_dir) / RELEASES_DIR

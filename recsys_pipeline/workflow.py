@@ -171,17 +171,24 @@ def evaluate(model, labelled: pd.DataFrame, user_features: pd.DataFrame, movie_f
         },
         scalers.target.to_unit,
     )
-    metric = table.set_index(["model", "split"])
     metrics = {
-        "test_rmse": float(metric.loc[(TWO_TOWER, splits.TEST), "rmse"]),
-        "test_mae": float(metric.loc[(TWO_TOWER, splits.TEST), "mae"]),
-        "test_mse_scaled": float(metric.loc[(TWO_TOWER, splits.TEST), "mse_scaled"]),
-        "val_rmse": float(metric.loc[(TWO_TOWER, splits.VALIDATION), "rmse"]),
-        "baseline_global_mean_rmse": float(metric.loc[(GLOBAL_MEAN, splits.TEST), "rmse"]),
-        "baseline_bias_rmse": float(metric.loc[(USER_ITEM_BIAS, splits.TEST), "rmse"]),
+        "test_rmse": model_figure(table, splits.TEST, "rmse"),
+        "test_mae": model_figure(table, splits.TEST, "mae"),
+        "test_mse_scaled": model_figure(table, splits.TEST, "mse_scaled"),
+        "val_rmse": model_figure(table, splits.VALIDATION, "rmse"),
+        "baseline_global_mean_rmse": model_figure(table, splits.TEST, "rmse", GLOBAL_MEAN),
+        "baseline_bias_rmse": model_figure(table, splits.TEST, "rmse", USER_ITEM_BIAS),
         **ranking_report(scorer, inputs, train, labelled[labelled["split"] == splits.TEST], user_features, movie_features),
     }
     return Evaluation(table, metrics)
+
+
+def model_figure(table: pd.DataFrame, split: str, metric: str, model: str = TWO_TOWER) -> float:
+    """One figure of an evaluation table (`Evaluation.table`, the model_evaluation asset)."""
+    rows = table[(table["model"] == model) & (table["split"] == split)]
+    if len(rows) != 1:
+        raise ValueError(f"the evaluation table has {len(rows)} rows for model {model!r} on {split}, expected 1")
+    return float(rows[metric].iloc[0])
 
 
 def ranking_report(scorer, inputs: ModelInputs, train: pd.DataFrame, test: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame) -> dict[str, float]:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_pipeline import cli, features, layout, recommend
+from recsys_pipeline import cli, features, layout, recommend, releases
 from recsys_pipeline.definitions import build_definitions
 from recsys_pipeline.standardisation import FittedScalers
 
@@ -67,9 +67,14 @@ def unambiguous_title(movie_features: pd.DataFrame) -> tuple[int, str]:
     raise AssertionError("every synthetic title is part of another")
 
 
-def copy_artifacts(data_dir: Path, target: Path, leave_out: tuple[str, ...] = ()) -> Path:
-    shutil.copytree(data_dir / layout.ARTIFACTS_DIR, target / layout.ARTIFACTS_DIR, ignore=shutil.ignore_patterns(*leave_out))
+def copy_data(data_dir: Path, target: Path) -> Path:
+    """A copy of the data directory: artifacts and releases."""
+    shutil.copytree(data_dir, target, dirs_exist_ok=True)
     return target
+
+
+def released_file(data_dir: Path, asset: str) -> Path:
+    return releases.current(layout.releases_dir(data_dir)).path(layout.file_name(asset))
 
 
 # --- similar --------------------------------------------------------------------------------------
@@ -219,35 +224,73 @@ def test_malformed_genre_ratings_are_a_usage_error(capsys, data_dir):
 # --- missing or inconsistent artifacts ------------------------------------------------------------
 
 
-def test_no_artifacts_at_all_asks_for_the_whole_graph(capsys, tmp_path):
+def test_no_release_at_all_asks_for_the_whole_graph(capsys, tmp_path):
     status, _, err = recsys(capsys, "similar", "Heat", "--data-dir", str(tmp_path))
     assert status == 1
+    assert "no release published yet" in err
     assert f"run: RECSYS_DATA_DIR={tmp_path.resolve()} dagster asset materialize -m recsys_pipeline.definitions --select '*'" in err
 
 
-def test_a_missing_artifact_is_named_with_the_command_that_builds_it(capsys, data_dir, tmp_path):
-    copy_artifacts(data_dir, tmp_path, leave_out=("fitted_scalers.json",))
-    status, _, err = recsys(capsys, "recommend", "--user", "1", "--data-dir", str(tmp_path))
-    assert status == 1
-    assert "missing artifact(s) fitted_scalers in" in err
-    assert "dagster asset materialize -m recsys_pipeline.definitions --select 'fitted_scalers'" in err
+def test_answers_come_from_the_release_not_the_artifacts_being_rewritten(capsys, data_dir, movie_features, tmp_path):
+    copy_data(data_dir, tmp_path)
+    movie_id = str(movie_features["movieId"].iloc[0])
+    before = recsys_json(capsys, tmp_path, "similar", movie_id)
+    # A retrain in progress: the artifacts folder holds other embeddings and a half-written model.
+    np.save(artifact(tmp_path, "movie_embeddings"), np.zeros((3, 2)))
+    artifact(tmp_path, "accepted_model").write_bytes(b"half a model")
+    assert recsys_json(capsys, tmp_path, "similar", movie_id) == before
 
 
-def test_embeddings_older_than_the_model_are_refused_as_stale(capsys, data_dir, movie_features, tmp_path):
-    copy_artifacts(data_dir, tmp_path)
-    model = artifact(tmp_path, "accepted_model")
-    later = artifact(tmp_path, "movie_embeddings").stat().st_mtime + 60
-    os.utime(model, (later, later))
-    status, _, err = recsys(capsys, "similar", str(movie_features["movieId"].iloc[0]), "--data-dir", str(tmp_path))
-    assert status == 1 and "movie_embeddings is older than accepted_model" in err and "--select 'movie_embeddings'" in err
+@pytest.mark.parametrize(
+    ("asset", "damage"),
+    [
+        ("movie_embeddings", lambda path: path.write_bytes(b"")),  # a 0-byte .npy
+        ("fitted_scalers", lambda path: path.write_text("{}")),  # an empty scalers document
+        ("accepted_model", lambda path: path.write_bytes(path.read_bytes()[:100])),  # a truncated .keras
+        ("movie_features", lambda path: path.unlink()),  # a missing file
+    ],
+)
+def test_a_damaged_release_file_is_named_with_the_commands_that_repair_it(capsys, data_dir, movie_features, tmp_path, asset, damage):
+    copy_data(data_dir, tmp_path)
+    damaged = released_file(tmp_path, asset)
+    damage(damaged)
+    question = ["similar", str(movie_features["movieId"].iloc[0])] if asset == "movie_embeddings" else ["recommend", "--genres", "Comedy=4"]
+    status, out, err = recsys(capsys, *question, "--data-dir", str(tmp_path))
+    assert status == 1 and out == ""
+    [line] = err.strip().splitlines()
+    assert str(damaged) in line and "recsys rollback" in line and "dagster asset materialize" in line
 
 
-def test_embeddings_of_another_movie_table_are_refused(capsys, data_dir, movie_features, tmp_path):
-    copy_artifacts(data_dir, tmp_path)
-    embeddings = artifact(tmp_path, "movie_embeddings")
-    np.save(embeddings, np.load(embeddings)[:-1])
-    status, _, err = recsys(capsys, "similar", str(movie_features["movieId"].iloc[0]), "--data-dir", str(tmp_path))
-    assert status == 1 and f"movie_embeddings holds {len(movie_features) - 1} rows for {len(movie_features)} movies" in err
+def test_releases_are_listed_and_an_earlier_one_can_be_made_current(capsys, data_dir, movie_features, tmp_path):
+    copy_data(data_dir, tmp_path)
+    folder = layout.releases_dir(tmp_path)
+    first = releases.current(folder)
+    # A second release with other embeddings, as a later retrain would publish.
+    files = {name: first.directory / name for name in first.manifest["files"]}
+    other = tmp_path / "other_embeddings.npy"
+    np.save(other, np.roll(np.load(files["movie_embeddings.npy"]), 1, axis=0))
+    files["movie_embeddings.npy"] = other
+    second = releases.publish(folder, files, "29991231T000000Z-later", {"val_rmse": 0.5, "run_id": "later"})
+    movie_id = str(movie_features["movieId"].iloc[0])
+    answer_of_second = recsys_json(capsys, tmp_path, "similar", movie_id)
+
+    listed = recsys_json(capsys, tmp_path, "releases")
+    assert [row["release_id"] for row in listed] == [first.release_id, second.release_id]
+    assert [row["current"] for row in listed] == ["", "*"]
+
+    status, out, _ = recsys(capsys, "rollback", first.release_id, "--data-dir", str(tmp_path))
+    assert status == 0 and first.release_id in out
+    assert releases.current_id(folder) == first.release_id
+    assert recsys_json(capsys, tmp_path, "similar", movie_id) != answer_of_second
+
+    status, _, err = recsys(capsys, "rollback", "no-such-release", "--data-dir", str(tmp_path))
+    assert status == 1 and "no release 'no-such-release'" in err and first.release_id in err
+
+
+def test_an_empty_answer_prints_an_empty_list(capsys, data_dir):
+    assert recsys_json(capsys, data_dir, "recommend", "--genres", "Comedy=4", "--min-ratings", "100000") == []
+    status, out, err = recsys(capsys, "recommend", "--genres", "Comedy=4", "--min-ratings", "100000", "--data-dir", str(data_dir))
+    assert status == 0 and err == "" and out.startswith("The 0 ")
 
 
 # --- as a program ---------------------------------------------------------------------------------

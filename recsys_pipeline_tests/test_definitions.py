@@ -19,6 +19,7 @@ EXPECTED_GROUPS = {
     "embedding_distance_matrix": "similarity",
     "similar_movies": "similarity",
     "model_evaluation": "evaluation",
+    "release": "serving",
 }
 
 

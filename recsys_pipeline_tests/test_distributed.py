@@ -24,12 +24,21 @@ import pandas as pd
 import pytest
 
 from recsys_pipeline.atomic import write_bytes_atomically
+from recsys_pipeline.definitions import build_definitions
 from recsys_pipeline.deployment.runs import run_summary, step_pids
 from recsys_pipeline.deployment.servers import accepts_connections, wait_until
 from recsys_pipeline.deployment.stack import Stack, command_line, parent_pid
-from recsys_pipeline.layout import ACCEPTED_MODEL_RECORD, artifacts_dir
+from recsys_pipeline.layout import artifacts_dir, releases_dir
 from recsys_pipeline.movielens import RATINGS_FILE
-from recsys_pipeline.orchestration.automation import AUTOMATION_SENSOR, RETRAIN_JOB, RETRAIN_TAG, SOURCE_SHA256_TAG, content_sha256, source_data_changed, watched_files
+from recsys_pipeline.orchestration.automation import (
+    AUTOMATION_SENSOR,
+    RETRAIN_JOB,
+    RETRAIN_TAG,
+    SOURCE_SHA256_TAG,
+    content_sha256,
+    source_data_changed,
+    watched_files,
+)
 from recsys_pipeline.synthetic import write_movielens
 from recsys_pipeline_tests.conftest import REPO_ROOT, SMALL_SPEC
 
@@ -41,7 +50,6 @@ LONG_TRAINING = {"ops": {"trained_model": {"config": {"epochs": 40, "early_stopp
 MODEL_SIDE_FILES = (
     "trained_model.keras",
     "accepted_model.keras",
-    ACCEPTED_MODEL_RECORD,
     "movie_embeddings.npy",
     "embedding_distance_matrix.npy",
     "similar_movies.parquet",
@@ -116,12 +124,12 @@ def _drive(stack: Stack, instance: dg.DagsterInstance, source: Path, observed: d
 
     # Kill the worker process training the queued run's model mid-epoch.
     wait_until(lambda: any(entry.user_message.startswith("epoch ") for entry in instance.all_logs(killed_run)), "training to log its first epoch", RUN_TIMEOUT)
-    before = _snapshot(artifacts)
+    before = _snapshot(artifacts, releases_dir(stack.data_dir))
     victim = step_pids(instance, killed_run)["trained_model"]
     observed["victim_parent"] = command_line(parent_pid(victim))
     os.kill(victim, signal.SIGKILL)
     observed["killed_status"] = wait_until(lambda: _finished(instance, killed_run), "the killed run", RUN_TIMEOUT)
-    observed["intact"] = _snapshot(artifacts) == before
+    observed["intact"] = _snapshot(artifacts, releases_dir(stack.data_dir)) == before
     observed["leftover_temporaries"] = sorted(path.name for path in artifacts.iterdir() if path.name.startswith("."))
 
     rerun = stack.reexecute_from_failure(killed_run)
@@ -144,7 +152,7 @@ def test_the_whole_graph_runs_through_celery_workers_on_a_postgres_instance(scen
     summary = scenario["sensor_summary"]
     assert summary["status"] == "SUCCESS" and summary["failed_checks"] == []
     assert summary["instance_storage"] == "postgres" and summary["executor"] == "celery"
-    assert summary["assets_materialized"] == 12 and summary["steps"] == 20
+    assert summary["assets_materialized"] == len(build_definitions(str(REPO_ROOT), REPO_ROOT / "data").resolve_all_asset_keys())
     # Steps spread over both workers, each in a worker's pool process, none in the run's own process.
     assert summary["workers"] == WORKERS and summary["worker_processes"] >= 2
     assert all("celery" in parent and "worker" in parent for parent in scenario["step_parents"].values()), scenario["step_parents"]
@@ -178,14 +186,14 @@ def test_retraining_requests_queue_instead_of_training_in_parallel(scenario):
 def test_killing_a_worker_mid_step_leaves_artifacts_intact_and_a_rerun_succeeds(scenario):
     assert "celery" in scenario["victim_parent"]  # the step ran in a Celery worker's pool process
     assert scenario["killed_status"] == Status.FAILURE
-    assert scenario["intact"], "an artifact of the model side changed although its writer was killed"
+    assert scenario["intact"], "an artifact of the model side or a release changed although its writer was killed"
     assert scenario["leftover_temporaries"] == []
     assert scenario["rerun_status"] == Status.SUCCESS
     rerun_steps = scenario["rerun_steps"]
     # From the failure on: the stored features were reused, the model retrained in a live process.
     assert "trained_model" in rerun_steps and rerun_steps["trained_model"] != scenario["victim"]
     assert UPSTREAM_STEPS.isdisjoint(rerun_steps)
-    # The gate's record, written by another worker process, was found in the artifact store.
+    # The gate's reference, the release published by an earlier run's worker process, was found.
     accepted_by_rerun, metadata = scenario["rerun_acceptance"]
     assert accepted_by_rerun and "previous_val_rmse" in metadata
 
@@ -230,5 +238,7 @@ def _step_window(instance: dg.DagsterInstance, run_id: str, step_key: str) -> tu
     return (start, max(entry.timestamp for entry in entries))
 
 
-def _snapshot(artifacts: Path) -> dict[str, bytes]:
-    return {name: (artifacts / name).read_bytes() for name in MODEL_SIDE_FILES}
+def _snapshot(artifacts: Path, releases: Path) -> dict[str, bytes]:
+    """The model side's artifacts, and every file of every release (the gate's reference among them)."""
+    released = {str(path): path.read_bytes() for path in releases.rglob("*") if path.is_file()}
+    return {**{name: (artifacts / name).read_bytes() for name in MODEL_SIDE_FILES}, **released}

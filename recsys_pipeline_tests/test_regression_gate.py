@@ -4,14 +4,13 @@ One small synthetic pipeline is trained once for the module, then retrained badl
 """
 
 import base64
-import json
 
 import dagster as dg
 import pytest
-from upath import UPath
 
 from recsys_pipeline.definitions import build_definitions
-from recsys_pipeline.layout import ACCEPTED_MODEL_RECORD, ARTIFACTS_DIR
+from recsys_pipeline import releases
+from recsys_pipeline.layout import ARTIFACTS_DIR, releases_dir
 from recsys_pipeline.orchestration.checks import REGRESSION_GATE, regression_gate_result
 
 RETRAIN_JOB = "recsys_pipeline"
@@ -21,7 +20,6 @@ DEGRADED_TRAINING = {"epochs": 1, "learning_rate": 1e-6}
 # What the accepted model feeds: none of these may change when the gate fails.
 PROTECTED = (
     "accepted_model.keras",
-    ACCEPTED_MODEL_RECORD,
     "movie_embeddings.npy",
     "embedding_distance_matrix.npy",
     "similar_movies.parquet",
@@ -38,6 +36,12 @@ def snapshot(artifacts, names) -> dict[str, bytes]:
     return {name: (artifacts / name).read_bytes() for name in names}
 
 
+def release_snapshot(data_dir) -> dict[str, bytes]:
+    """Every file of every release, and the pointer to the current one."""
+    folder = releases_dir(data_dir)
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
 @pytest.fixture(scope="module")
 def pipeline(synthetic_movielens_dir, tmp_path_factory):
     """A trained and accepted pipeline, then a degraded retrain on the same instance."""
@@ -48,8 +52,12 @@ def pipeline(synthetic_movielens_dir, tmp_path_factory):
     with dg.instance_for_test() as instance:
         good = job.execute_in_process(instance=instance, run_config=training_run_config(GOOD_TRAINING))
         before = snapshot(artifacts, PROTECTED + ("trained_model.keras",))
+        released = release_snapshot(data_dir)
         degraded = job.execute_in_process(instance=instance, run_config=training_run_config(DEGRADED_TRAINING), raise_on_error=False)
-        yield {"defs": defs, "instance": instance, "artifacts": artifacts, "good": good, "degraded": degraded, "before": before}
+        yield {
+            "defs": defs, "instance": instance, "data_dir": data_dir, "artifacts": artifacts,
+            "good": good, "degraded": degraded, "before": before, "released": released,
+        }
 
 
 def gate_evaluation(result) -> dg.AssetCheckEvaluation:
@@ -57,12 +65,13 @@ def gate_evaluation(result) -> dg.AssetCheckEvaluation:
     return evaluation
 
 
-def test_first_model_is_accepted_and_recorded(pipeline):
+def test_first_model_is_accepted_and_published_as_the_current_release(pipeline):
     assert gate_evaluation(pipeline["good"]).passed
-    record = json.loads((pipeline["artifacts"] / ACCEPTED_MODEL_RECORD).read_text())
+    release = releases.current(releases_dir(pipeline["data_dir"]))
     trained = pipeline["good"].asset_materializations_for_node("trained_model")[0]
-    assert record["val_rmse"] == pytest.approx(trained.metadata["val_rmse"].value)
-    assert record["run_id"] == pipeline["good"].run_id
+    assert release.manifest["val_rmse"] == pytest.approx(trained.metadata["val_rmse"].value, abs=1e-6)
+    assert release.manifest["run_id"] == pipeline["good"].run_id
+    release.verify()
 
 
 def test_gate_is_a_blocking_check_on_the_candidate(pipeline):
@@ -80,8 +89,10 @@ def test_degraded_retrain_fails_the_gate_and_leaves_downstream_bytes_untouched(p
     assert "trained_model" in materialized and materialized.isdisjoint(ACCEPTED_SIDE)
     # The candidate was stored (it is the asset that failed its check) ...
     assert (artifacts / "trained_model.keras").read_bytes() != before["trained_model.keras"]
-    # ... but the accepted model and everything it feeds are byte-for-byte the previous ones.
+    # ... but the accepted model and everything it feeds are byte-for-byte the previous ones,
+    # and so is every release.
     assert snapshot(artifacts, PROTECTED) == {name: before[name] for name in PROTECTED}
+    assert release_snapshot(pipeline["data_dir"]) == pipeline["released"]
 
 
 def test_accepting_the_rejected_candidate_alone_is_refused(pipeline):
@@ -104,18 +115,6 @@ def test_the_candidate_brings_its_own_validation_rmse_whatever_the_instance(pipe
     message = failure.step_failure_data.error.message
     assert f"trained_model from run {pipeline['degraded'].run_id} fails the regression gate" in message
     assert snapshot(pipeline["artifacts"], PROTECTED) == {name: pipeline["before"][name] for name in PROTECTED}
-
-
-def test_gate_record_lives_in_the_artifact_store_every_worker_reads(tmp_path):
-    defs = build_definitions(str(tmp_path / "source"), tmp_path / "data", artifacts_base_path="memory://gate_test/artifacts")
-    gate = defs.resources["model_gate"]
-    assert gate.record_path == f"memory://gate_test/artifacts/{ACCEPTED_MODEL_RECORD}"
-    assert gate.accepted() is None
-    gate.record_acceptance({"val_rmse": 0.84, "run_id": "first"})
-    gate.record_acceptance({"val_rmse": 0.83, "run_id": "second"})
-    assert gate.accepted() == {"val_rmse": 0.83, "run_id": "second"}
-    assert json.loads(UPath(gate.record_path).read_text())["run_id"] == "second"
-    assert not (tmp_path / "data" / ARTIFACTS_DIR / ACCEPTED_MODEL_RECORD).exists()
 
 
 def test_training_logs_each_epoch_and_shows_its_loss_curve_and_similar_movies_show_examples(pipeline):

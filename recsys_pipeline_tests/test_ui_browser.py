@@ -41,6 +41,7 @@ GROUPS = {
     "model": {"trained_model", "accepted_model", "movie_embeddings"},
     "similarity": {"embedding_distance_matrix", "similar_movies"},
     "evaluation": {"model_evaluation"},
+    "serving": {"release"},
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import pydantic
 
-from recsys_pipeline import similarity, splits
+from recsys_pipeline import releases, similarity, splits
 from recsys_pipeline.settings import SettingsError, TrainingSettings
 
 # Fields of TrainingSettings that are not run configuration: the seed comes from RECSYS_SEED.
@@ -85,11 +85,18 @@ class DistanceMatrixConfig(dg.Config):
     max_movies: int = pydantic.Field(default=similarity.DEFAULT_MAX_MATRIX_MOVIES, ge=1)
 
 
+class ReleaseConfig(dg.Config):
+    """How many releases to keep; the oldest beyond this are deleted, never the current one."""
+
+    keep_releases: int = pydantic.Field(default=releases.DEFAULT_KEEP, ge=1)
+
+
 # The configuration class of every asset that takes run configuration, by step name.
 RUN_CONFIGS: dict[str, type[dg.Config]] = {
     "rating_splits": SplitConfig,
     "trained_model": TrainingConfig,
     "embedding_distance_matrix": DistanceMatrixConfig,
+    "release": ReleaseConfig,
 }
 
 

@@ -1,14 +1,13 @@
-"""Resources: where the data comes from, the one seed every random step derives from, and the
-regression gate's record of the last accepted model."""
+"""Resources: where the data comes from, the one seed every random step derives from, where releases
+are published, and the regression gate that compares a candidate with the current release."""
 
-import json
 from pathlib import Path
 
 import dagster as dg
 from upath import UPath
 
+from recsys_pipeline import layout, releases
 from recsys_pipeline.movielens import resolve_source
-from recsys_pipeline.orchestration.io_managers import local_source, local_target
 from recsys_pipeline.settings import DEFAULT_DATA_DIR, DEFAULT_RMSE_TOLERANCE, DEFAULT_SEED, DEFAULT_SOURCE
 
 
@@ -32,24 +31,33 @@ class Reproducibility(dg.ConfigurableResource):
     seed: int = DEFAULT_SEED
 
 
-class ModelGate(dg.ConfigurableResource):
-    """The regression gate's memory: the validation RMSE of the last accepted model, kept in a JSON
-    file in the artifact store beside the artifacts (a local path or an fsspec URL), so that every
-    worker of a deployment and every Dagster instance, even a CLI run's throwaway one, sees the same
-    record; and how much worse in stars a retrained model may be."""
+class ReleaseStore(dg.ConfigurableResource):
+    """The artifacts folder the pipeline writes and the releases folder consumers read (see
+    recsys_pipeline.releases). `artifacts_base_path` may be an fsspec URL; releases are local."""
 
-    record_path: str
+    artifacts_base_path: str
+    releases_dir: str
+
+    def artifact_path(self, asset: str) -> UPath:
+        return UPath(self.artifacts_base_path) / layout.file_name(asset)
+
+    def publish(self, release_id: str, details: dict, keep: int) -> releases.Release:
+        files = {layout.file_name(asset): self.artifact_path(asset) for asset in layout.RELEASED_ASSETS}
+        return releases.publish(Path(self.releases_dir), files, release_id, details, keep)
+
+    def list(self) -> list[releases.Release]:
+        return releases.list_releases(Path(self.releases_dir))
+
+
+class ModelGate(dg.ConfigurableResource):
+    """The regression gate: how much worse in stars a retrained model may be than the model of the
+    current release (whose manifest records its validation RMSE). The release lives beside the
+    artifacts, not only in the Dagster instance, which a CLI run without DAGSTER_HOME throws away."""
+
+    releases_dir: str
     rmse_tolerance: float = DEFAULT_RMSE_TOLERANCE
 
     def accepted(self) -> dict | None:
-        """The last acceptance record, or None before any model was accepted."""
-        path = UPath(self.record_path)
-        if not path.exists():
-            return None
-        with local_source(path) as local:
-            return json.loads(local.read_text())
-
-    def record_acceptance(self, record: dict) -> None:
-        """Replace the record atomically: a reader sees the previous record or this one."""
-        with local_target(UPath(self.record_path)) as local:
-            local.write_text(json.dumps(record, indent=2, sort_keys=True))
+        """The current release's manifest (with `val_rmse` and the model's `run_id`), or None before the first release."""
+        release = releases.current(Path(self.releases_dir))
+        return None if release is None else release.manifest

@@ -1,8 +1,6 @@
 """Model: a candidate trained on the training rows, accepted only through the regression gate, and
 the accepted model's movie embeddings."""
 
-from datetime import datetime, timezone
-
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -106,7 +104,8 @@ def trained_model(
 def accepted_model(model_gate: ModelGate, trained_model):
     """The model that embeddings, similarity, evaluation and recommendations use: the latest
     trained_model that passed its blocking checks, the regression gate among them. When a retrained
-    model fails them, this asset and everything downstream keep the previous model's artifacts.
+    model fails them, this asset and everything downstream keep the previous model's artifacts, and
+    the current release is untouched. It is published (and so becomes the gate's reference) by `release`.
     The candidate's validation RMSE and run come with the stored candidate itself, not from the
     instance's history, so they always describe the model being accepted."""
     candidate = trained_model
@@ -115,9 +114,6 @@ def accepted_model(model_gate: ModelGate, trained_model):
     gate = regression_gate_result(candidate.val_rmse, previous, model_gate.rmse_tolerance)
     if not gate.passed:
         raise dg.Failure(f"trained_model from run {candidate.run_id} fails the regression gate: {gate.description}", metadata=gate.metadata)
-    model_gate.record_acceptance(
-        {"val_rmse": candidate.val_rmse, "run_id": candidate.run_id, "accepted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    )
     return dg.MaterializeResult(
         value=candidate.model,
         metadata={

@@ -1,0 +1,49 @@
+"""Serving: what consumers read, published as one immutable release once everything downstream of
+the accepted model has materialized and passed its checks."""
+
+import dagster as dg
+import pandas as pd
+
+from recsys_pipeline import layout, releases, splits, workflow
+from recsys_pipeline.orchestration.automation import ON_ACCEPTED_MODEL_UPDATE
+from recsys_pipeline.orchestration.config import ReleaseConfig
+from recsys_pipeline.orchestration.metadata import rounded
+from recsys_pipeline.orchestration.resources import ReleaseStore
+
+# Test figures of the accepted model recorded in each release's manifest (and shown by `recsys releases`).
+RELEASED_METRICS = ("test_rmse", "test_mae")
+
+
+@dg.asset(
+    group_name="serving",
+    kinds={"json"},
+    code_version="1",
+    deps=list(layout.RELEASED_ASSETS),
+    automation_condition=ON_ACCEPTED_MODEL_UPDATE,
+)
+def release(context: dg.AssetExecutionContext, config: ReleaseConfig, release_store: ReleaseStore) -> dg.MaterializeResult:
+    """Copies every artifact a consumer reads (model, scalers, features, embeddings, similar movies,
+    evaluation) into a new immutable release with a manifest of their SHA-256, then makes it current
+    in one atomic step. Runs only after all of them materialized and passed their blocking checks,
+    so a failed, refused, gated or interrupted run leaves the current release as it was. The
+    regression gate compares later candidates with this release's validation RMSE."""
+    evaluation = pd.read_parquet(release_store.artifact_path("model_evaluation"))
+    accepted = context.instance.get_latest_materialization_event(dg.AssetKey("accepted_model"))
+    published = release_store.publish(
+        releases.new_release_id(context.run.run_id),
+        {
+            "published_in_run": context.run.run_id,
+            "run_id": accepted.run_id if accepted else context.run.run_id,
+            "val_rmse": workflow.model_figure(evaluation, splits.VALIDATION, "rmse"),
+            "metrics": {metric: workflow.model_figure(evaluation, splits.TEST, metric.removeprefix("test_")) for metric in RELEASED_METRICS},
+        },
+        config.keep_releases,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "release_id": published.release_id,
+            "files": len(published.manifest["files"]),
+            **rounded({"val_rmse": published.manifest["val_rmse"]}),
+            "kept_releases": ", ".join(listed.release_id for listed in release_store.list()),
+        }
+    )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -60,6 +62,10 @@ def _process_alive(pid: int) -> bool:
 def write_bytes_atomically(target: str | os.PathLike, payload: bytes) -> None:
     with atomic_target(target) as temporary:
         temporary.write_bytes(payload)
+
+
+def write_json_atomically(target: str | os.PathLike, document: Any) -> None:
+    write_bytes_atomically(target, json.dumps(document, indent=2, sort_keys=True).encode())
 
 
 def _fsync_file(path: Path) -> None:

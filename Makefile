@@ -8,8 +8,14 @@ VENV ?= .venv
 DAGSTER_HOME ?= $(CURDIR)/.dagster
 
 INSTALLED := $(VENV)/.installed
+# The optional `distributed` extra (dagster-postgres, dagster-celery): the deployment of docs/deploy.md and its test.
+DISTRIBUTED := $(VENV)/.distributed
+# Where the distributed deployment keeps PostgreSQL, Redis, its Dagster home, logs and artifacts.
+DISTRIBUTED_ROOT ?= $(CURDIR)/.distributed
+WORKERS ?= 2
+DEPLOYMENT = $(VENV)/bin/python -m recsys_pipeline.deployment --root "$(DISTRIBUTED_ROOT)" --workers $(WORKERS)
 
-.PHONY: install instance browser pipeline test ui recsys
+.PHONY: install instance browser servers pipeline test ui recsys distributed-up distributed-down distributed-run
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +24,10 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 install: $(INSTALLED)
+
+$(DISTRIBUTED): $(INSTALLED)
+	$(VENV)/bin/pip install --quiet -e ".[dev,distributed]"
+	touch $@
 
 # The instance settings (pools, run limits) live in $DAGSTER_HOME/dagster.yaml; an edited copy is kept.
 instance:
@@ -36,10 +46,21 @@ browser:
 	    echo "make: cannot install it here (needs root and apt-get): install Chromium so that 'chromium' is on PATH, then rerun" >&2; exit 1; \
 	  fi; }
 
+# PostgreSQL and Redis for the distributed deployment and its test, which start servers of their own
+# (docs/deploy.md). When missing they are installed with apt-get, which needs root.
+servers:
+	@{ ls /usr/lib/postgresql/*/bin/pg_ctl && command -v redis-server; } >/dev/null 2>&1 || { \
+	  echo "make: the distributed deployment needs PostgreSQL and Redis; installing Debian's postgresql and redis-server with apt-get"; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server; \
+	  else \
+	    echo "make: cannot install them here (needs root and apt-get): install PostgreSQL and redis-server, then rerun" >&2; exit 1; \
+	  fi; }
+
 pipeline: $(INSTALLED) instance
 	DAGSTER_HOME="$(DAGSTER_HOME)" $(VENV)/bin/dagster asset materialize -m recsys_pipeline.definitions --select '*'
 
-test: $(INSTALLED) browser
+test: $(DISTRIBUTED) browser servers
 	$(VENV)/bin/python -m pytest
 
 # The `recsys` command from the project's environment, e.g. make recsys ARGS='similar "The Matrix"'
@@ -48,3 +69,14 @@ recsys: $(INSTALLED)
 
 ui: $(INSTALLED) instance
 	DAGSTER_HOME="$(DAGSTER_HOME)" $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The multi-process deployment (docs/deploy.md): PostgreSQL instance, Celery workers on Redis, daemon, webserver.
+distributed-up: $(DISTRIBUTED) servers
+	$(DEPLOYMENT) up
+
+distributed-down: $(DISTRIBUTED)
+	$(DEPLOYMENT) down
+
+# Up, the whole graph through the Celery workers, checks, down; the last line printed is one JSON object.
+distributed-run: $(DISTRIBUTED) servers
+	$(DEPLOYMENT) run

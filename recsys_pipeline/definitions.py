@@ -10,7 +10,9 @@ Configured by environment variables, read when the definitions load:
   (default "0 3 * * 1", Mondays 03:00, in UTC);
 - RECSYS_RMSE_TOLERANCE: how many stars of validation RMSE a retrained model may lose against the
   accepted one before the regression gate keeps the accepted one (default 0.01);
-- RECSYS_EXECUTOR: `in_process` (default) or `multiprocess` (see EXECUTORS).
+- RECSYS_EXECUTOR: `in_process` (default), `multiprocess` (see EXECUTORS) or `celery` (steps on
+  Celery workers, with RECSYS_CELERY_BROKER and RECSYS_CELERY_BACKEND; needs the `distributed`
+  extra; see docs/deploy.md).
 """
 
 import os
@@ -53,6 +55,11 @@ EXECUTORS = {
 }
 
 
+# Steps on Celery workers over a broker (docs/deploy.md); not in EXECUTORS because it needs the
+# `distributed` extra.
+CELERY = "celery"
+
+
 def build_definitions(
     source: str,
     data_dir: str | Path,
@@ -90,12 +97,22 @@ def build_definitions(
     )
 
 
+def _executor_named(name: str, environ: Mapping[str, str]) -> dg.ExecutorDefinition:
+    if name == CELERY:
+        # Imported only when chosen: dagster-celery is in the optional `distributed` extra.
+        from recsys_pipeline.orchestration.celery_workers import celery_executor_from_environment
+
+        return celery_executor_from_environment(environ)
+    if name not in EXECUTORS:
+        raise SettingsError(f"RECSYS_EXECUTOR={name!r}: expected one of {', '.join([*EXECUTORS, CELERY])}")
+    return EXECUTORS[name]
+
+
 def definitions_from_environment(environ: Mapping[str, str]) -> dg.Definitions:
     """The code location as configured by the RECSYS_* variables in `environ`; a bad one is refused
     here, with one line naming it, before anything runs."""
     settings = EnvironmentSettings.from_environment(environ)
-    if settings.executor not in EXECUTORS:
-        raise SettingsError(f"RECSYS_EXECUTOR={settings.executor!r}: expected one of {', '.join(EXECUTORS)}")
+    executor = _executor_named(settings.executor, environ)
     return build_definitions(
         source=settings.source,
         data_dir=settings.data_dir,
@@ -104,7 +121,7 @@ def definitions_from_environment(environ: Mapping[str, str]) -> dg.Definitions:
         retrain_cron=settings.retrain_cron,
         retrain_timezone=settings.retrain_timezone,
         rmse_tolerance=settings.rmse_tolerance,
-        executor=EXECUTORS[settings.executor],
+        executor=executor,
     )
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 ARTIFACTS_DIR = "artifacts"
-EXTENSIONS = {"parquet": ".parquet", "npy": ".npy", "json": ".json", "keras": ".keras", "npz": ".npz"}
+# A candidate is a Keras model file that also holds the model's validation RMSE (two_tower.save_candidate).
+EXTENSIONS = {"parquet": ".parquet", "npy": ".npy", "json": ".json", "keras": ".keras", "npz": ".npz", "candidate": ".keras"}
 # Assets stored as Parquet tables need no entry: it is the default format.
 DEFAULT_FORMAT = "parquet"
 ASSET_FORMATS = {
     "fitted_scalers": "json",
-    "trained_model": "keras",
+    "trained_model": "candidate",
     "accepted_model": "keras",
     "movie_embeddings": "npy",
     "embedding_distance_matrix": "npy",

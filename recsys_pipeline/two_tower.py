@@ -16,8 +16,11 @@ it only inside the steps that train or embed.
 
 from __future__ import annotations
 
+import json
 import math
+import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -35,6 +38,8 @@ MOVIE_INPUT = "movie_features"
 USER_ID = "user_id"
 MOVIE_ID = "movie_id"
 SCALE = "scale"
+# The candidate's record inside its .keras file (a zip); Keras reads only its own entries.
+CANDIDATE_RECORD = "recsys_candidate.json"
 
 
 def _side(name: str, n_inputs: int, n_ids: int, settings: TrainingSettings) -> keras.Model:
@@ -187,6 +192,31 @@ def scale_and_offset(model: keras.Model) -> tuple[float, float]:
 def load_model(path: str) -> keras.Model:
     # safe_mode refuses to deserialise arbitrary Python (lambdas) from the file.
     return keras.saving.load_model(path, safe_mode=True)
+
+
+@dataclass(frozen=True)
+class StoredCandidate:
+    """What the trained_model artifact holds: a model with its validation RMSE and the run that
+    trained it, in one file, so the regression gate judges the very model it accepts, whichever
+    worker or Dagster instance reads it."""
+
+    model: keras.Model
+    val_rmse: float
+    run_id: str
+
+
+def save_candidate(candidate: StoredCandidate, path: str) -> None:
+    candidate.model.save(path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(CANDIDATE_RECORD, json.dumps({"val_rmse": candidate.val_rmse, "run_id": candidate.run_id}))
+
+
+def load_candidate(path: str) -> StoredCandidate:
+    with zipfile.ZipFile(path) as archive:
+        if CANDIDATE_RECORD not in archive.namelist():
+            raise ValueError(f"{path}: a model without its {CANDIDATE_RECORD} (written by an older version); rematerialize trained_model.")
+        record = json.loads(archive.read(CANDIDATE_RECORD))
+    return StoredCandidate(load_model(path), float(record["val_rmse"]), str(record["run_id"]))
 
 
 def scorer(model: keras.Model, inputs: ModelInputs) -> Scorer:

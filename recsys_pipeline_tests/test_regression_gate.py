@@ -105,6 +105,18 @@ def test_accepting_the_rejected_candidate_alone_is_refused(pipeline):
     assert snapshot(pipeline["artifacts"], PROTECTED) == {name: pipeline["before"][name] for name in PROTECTED}
 
 
+def test_the_candidate_brings_its_own_validation_rmse_whatever_the_instance(pipeline):
+    """In an instance that never saw trained_model materialize (another deployment's, or a CLI run's
+    throwaway one), accepted_model still judges the stored candidate by the RMSE stored with it."""
+    job = pipeline["defs"].resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as fresh:
+        attempt = job.execute_in_process(instance=fresh, asset_selection=[dg.AssetKey("accepted_model")], raise_on_error=False)
+    [failure] = [event for event in attempt.all_events if event.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert f"trained_model from run {pipeline['degraded'].run_id} fails the regression gate" in message
+    assert snapshot(pipeline["artifacts"], PROTECTED) == {name: pipeline["before"][name] for name in PROTECTED}
+
+
 def test_training_logs_each_epoch_and_shows_its_loss_curve_and_similar_movies_show_examples(pipeline):
     good = pipeline["good"]
     loss_curve = good.asset_materializations_for_node("trained_model")[0].metadata["loss_curve"].value

@@ -152,14 +152,14 @@ RUN_SCRIPT = textwrap.dedent(
 
     source, data_dir, epochs, pause_in_model_write = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "pause"
     if pause_in_model_write:  # stop after the model is written to its temporary file, before the rename
-        write_model = io_managers.KerasIOManager.write
+        write_model = io_managers.CandidateIOManager.write  # trained_model: the candidate model file
 
         def write_then_pause(self, obj, path):
             write_model(self, obj, path)
             print("MODEL WRITTEN TO TEMPORARY FILE", flush=True)
             time.sleep(600)
 
-        io_managers.KerasIOManager.write = write_then_pause
+        io_managers.CandidateIOManager.write = write_then_pause
     config = {"ops": {"trained_model": {"config": {"epochs": epochs, "early_stopping_patience": epochs}}}}
     job = build_definitions(source, data_dir).resolve_implicit_global_asset_job_def()
     sys.exit(0 if job.execute_in_process(run_config=config, instance=dg.DagsterInstance.ephemeral()).success else 1)

@@ -1,9 +1,13 @@
 """Similarity at scale: blocked exact top-k, the memory-mapped distance matrix and its size limit."""
 
+from contextlib import contextmanager
+
 import dagster as dg
+import fsspec
 import numpy as np
 import pandas as pd
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 from upath import UPath
 
 from recsys_pipeline.orchestration import checks
@@ -90,13 +94,51 @@ def test_distance_matrix_is_written_up_to_max_movies_and_checked(tmp_path):
     assert all(e.passed for e in evaluations)
 
 
+class StreamingOnlyFileSystem(MemoryFileSystem):
+    """fsspec's in-memory filesystem standing in for s3:// or gs:// (docs/scaling.md), on which only
+    put_file and get_file may open a file: reading or writing an artifact whole (`read_bytes`,
+    `write_bytes`) would hold it in memory."""
+
+    protocol = "streamingonly"
+    store: dict = {}
+    pseudo_dirs = [""]
+    streaming = False
+
+    def put_file(self, lpath, rpath, **kwargs):
+        with self._streaming():
+            return super().put_file(lpath, rpath, **kwargs)
+
+    def get_file(self, rpath, lpath, **kwargs):
+        with self._streaming():
+            return super().get_file(rpath, lpath, **kwargs)
+
+    @contextmanager
+    def _streaming(self):
+        self.streaming = True
+        try:
+            yield
+        finally:
+            self.streaming = False
+
+    def _open(self, path, mode="rb", **kwargs):
+        if not self.streaming:
+            raise AssertionError(f"{path} opened ({mode}) to be read or written whole instead of streamed")
+        return super()._open(path, mode, **kwargs)
+
+
+fsspec.register_implementation(StreamingOnlyFileSystem.protocol, StreamingOnlyFileSystem, clobber=True)
+
+
 def test_distance_matrix_streams_to_an_object_store_path(tmp_path):
-    # fsspec's in-memory filesystem stands in for s3:// or gs:// (docs/scaling.md).
-    result = materialize_matrix(tmp_path, max_movies=300, base_path="memory://recsys_test/artifacts")
-    assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
-    local = tmp_path / "downloaded.npy"
-    local.write_bytes(UPath("memory://recsys_test/artifacts/embedding_distance_matrix.npy").read_bytes())
+    # Written with put_file, and read back with get_file by the two checks, never whole in memory.
+    result = materialize_matrix(tmp_path, max_movies=300, base_path="streamingonly://recsys_test/artifacts")
+    assert result.success and len(result.get_asset_check_evaluations()) == 2
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    stored, local = UPath("streamingonly://recsys_test/artifacts/embedding_distance_matrix.npy"), tmp_path / "downloaded.npy"
+    stored.fs.get_file(stored.path, str(local))
     np.testing.assert_array_equal(np.load(local), squared_distance_matrix(unit_vectors(300, seed=11)))
+    with pytest.raises(AssertionError, match="instead of streamed"):  # the guard itself works
+        stored.read_bytes()
 
 
 def test_distance_matrix_above_max_movies_is_not_written_and_says_why(tmp_path):

@@ -2,13 +2,18 @@
 
 Tables are Parquet, arrays `.npy`, scaler parameters JSON and the model `.keras`; nothing is
 pickled. Local files are written to a temporary file beside the target and renamed over it, so a
-failed or killed run leaves the previous artifact intact. Object stores are written in one put.
+failed or killed run leaves the previous artifact intact. On an object store each artifact is
+serialised to a local scratch file and streamed up in one `put_file` (a reader sees the previous
+object or the new one), and read back by streaming it down with `get_file`: neither direction holds
+a whole file in memory, so a memory-mapped distance matrix stays memory-mapped.
 """
 
 import json
 import resource
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -40,23 +45,13 @@ class _ArtifactIOManager(dg.UPathIOManager):
         return {"peak_rss_mb": round(peak / 2**20, 1)}
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
-        if _is_local(path):
-            with atomic_target(path.path) as temporary:
-                self.write(obj, temporary)
-            return
-        with tempfile.TemporaryDirectory() as scratch:
-            local = Path(scratch) / path.name
+        with local_target(path) as local:
             self.write(obj, local)
-            path.write_bytes(local.read_bytes())
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no stored artifact for {context.asset_key.to_user_string()}; materialize it first.")
-        if _is_local(path):
-            return self.read(Path(path.path))
-        with tempfile.TemporaryDirectory() as scratch:
-            local = Path(scratch) / path.name
-            local.write_bytes(path.read_bytes())
+        with local_source(path) as local:
             return self.read(local)
 
 
@@ -119,8 +114,31 @@ class RankingModelIOManager(_ArtifactIOManager):
         return RankingModel.load(path)
 
 
+class CandidateIOManager(_ArtifactIOManager):
+    """A trained model together with its validation RMSE, in one `.keras` file."""
+
+    extension = EXTENSIONS["candidate"]
+
+    def write(self, obj: Any, path: Path) -> None:
+        from recsys_pipeline.two_tower import save_candidate  # TensorFlow only in steps that need it
+
+        save_candidate(obj, str(path))
+
+    def read(self, path: Path) -> Any:
+        from recsys_pipeline.two_tower import load_candidate
+
+        return load_candidate(str(path))
+
+
 # The resource key of each format's IO manager in the definitions.
-IO_MANAGER_KEYS = {"parquet": "io_manager", "npy": "numpy_io_manager", "json": "json_io_manager", "keras": "keras_io_manager", "npz": "npz_io_manager"}
+IO_MANAGER_KEYS = {
+    "parquet": "io_manager",
+    "npy": "numpy_io_manager",
+    "json": "json_io_manager",
+    "keras": "keras_io_manager",
+    "npz": "npz_io_manager",
+    "candidate": "candidate_io_manager",
+}
 
 
 def io_manager_key(asset: str) -> str:
@@ -132,7 +150,7 @@ class ArtifactStore(dg.ConfigurableIOManagerFactory):
     """Stores each asset as `<base_path>/<asset key>.<format>`; `base_path` may be local or an fsspec URL."""
 
     base_path: str
-    format: Literal["parquet", "npy", "json", "keras", "npz"]
+    format: Literal["parquet", "npy", "json", "keras", "npz", "candidate"]
 
     MANAGERS: ClassVar[dict[str, type[_ArtifactIOManager]]] = {
         "parquet": ParquetIOManager,
@@ -140,6 +158,7 @@ class ArtifactStore(dg.ConfigurableIOManagerFactory):
         "json": JsonIOManager,
         "keras": KerasIOManager,
         "npz": RankingModelIOManager,
+        "candidate": CandidateIOManager,
     }
 
     def create_io_manager(self, context: dg.InitResourceContext) -> _ArtifactIOManager:
@@ -148,6 +167,38 @@ class ArtifactStore(dg.ConfigurableIOManagerFactory):
         if context.run is not None:
             refuse_bad_run_config(context.run.run_config)
         return self.MANAGERS[self.format](base_path=UPath(self.base_path))
+
+
+@contextmanager
+def local_target(path: UPath) -> Iterator[Path]:
+    """A local file to write `path`'s new content to, published only if the block succeeds.
+
+    On a local disk: a temporary file beside `path`, renamed over it. On an object store: a scratch
+    file streamed up with `put_file` afterwards.
+    """
+    if _is_local(path):
+        with atomic_target(path.path) as temporary:
+            yield temporary
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch) / path.name
+        yield local
+        path.fs.put_file(str(local), path.path)
+
+
+@contextmanager
+def local_source(path: UPath) -> Iterator[Path]:
+    """A local file with `path`'s content: the file itself on a local disk, else a streamed download.
+
+    On Linux a memory-mapped array stays readable after its scratch copy is deleted on exit.
+    """
+    if _is_local(path):
+        yield Path(path.path)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch) / path.name
+        path.fs.get_file(path.path, str(local))
+        yield local
 
 
 def peak_rss_bytes() -> int:

@@ -22,7 +22,7 @@ BEATS_GLOBAL_MEAN = "beats_global_mean_on_validation"
     group_name="model",
     kinds={"keras", "tensorflow"},
     io_manager_key=io_manager_key("trained_model"),
-    code_version="2",
+    code_version="3",
     automation_condition=ON_UPSTREAM_UPDATE,
     pool="training",  # one training at a time where the instance limits pools (see dagster.yaml)
     check_specs=[
@@ -53,8 +53,10 @@ def trained_model(
     """The candidate model: two towers (Dense 128-64-32 with dropout per side, plus ID embeddings
     in the hybrid) whose free dot product, scaled, plus biases predicts stars. Training ratings read
     their rating statistics out of fold (computed without their own fold), so the network learns to
-    trust them as much as they deserve on unseen ratings. Early stopping on validation loss. It
-    becomes accepted_model only if its blocking checks pass."""
+    trust them as much as they deserve on unseen ratings. Early stopping on validation loss. It is
+    stored with its validation RMSE and becomes accepted_model only if its blocking checks pass."""
+    from recsys_pipeline.two_tower import StoredCandidate  # TensorFlow only in steps that need it
+
     settings = training_settings(config, reproducibility.seed)
 
     def log_epoch(epoch: int, logs: dict[str, float]) -> None:
@@ -65,9 +67,9 @@ def trained_model(
     )
     history = candidate.history
     return dg.MaterializeResult(
-        value=candidate.model,
+        value=StoredCandidate(candidate.model, candidate.val_rmse, context.run.run_id),
         metadata={
-            # Exact: the regression gate compares it (accepted_model reads it back).
+            # Exact, as the regression gate compares it (accepted_model reads it from the stored candidate).
             "val_rmse": candidate.val_rmse,
             **rounded(
                 {
@@ -100,27 +102,23 @@ def trained_model(
     code_version="1",
     automation_condition=ON_UPSTREAM_UPDATE,
 )
-def accepted_model(context: dg.AssetExecutionContext, model_gate: ModelGate, trained_model):
+def accepted_model(model_gate: ModelGate, trained_model):
     """The model that embeddings, similarity, evaluation and recommendations use: the latest
     trained_model that passed its blocking checks, the regression gate among them. When a retrained
     model fails them, this asset and everything downstream keep the previous model's artifacts, and
-    the current release is untouched. It is published (and so becomes the gate's reference) by `release`."""
-    candidate = context.instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
-    if candidate is None:
-        raise dg.Failure(
-            "No materialization of trained_model in this Dagster instance: materialize trained_model first "
-            "(and set DAGSTER_HOME so that runs share their history)."
-        )
-    val_rmse = float(candidate.asset_materialization.metadata["val_rmse"].value)
+    the current release is untouched. It is published (and so becomes the gate's reference) by `release`.
+    The candidate's validation RMSE and run come with the stored candidate itself, not from the
+    instance's history, so they always describe the model being accepted."""
+    candidate = trained_model
     previous = model_gate.accepted()
     # The blocking check stops this step inside a run; this guards a materialization of this asset alone.
-    gate = regression_gate_result(val_rmse, previous, model_gate.rmse_tolerance)
+    gate = regression_gate_result(candidate.val_rmse, previous, model_gate.rmse_tolerance)
     if not gate.passed:
         raise dg.Failure(f"trained_model from run {candidate.run_id} fails the regression gate: {gate.description}", metadata=gate.metadata)
     return dg.MaterializeResult(
-        value=trained_model,
+        value=candidate.model,
         metadata={
-            **rounded({"val_rmse": val_rmse, **({"previous_val_rmse": float(previous["val_rmse"])} if previous else {})}),
+            **rounded({"val_rmse": candidate.val_rmse, **({"previous_val_rmse": float(previous["val_rmse"])} if previous else {})}),
             "trained_in_run": candidate.run_id,
         },
     )

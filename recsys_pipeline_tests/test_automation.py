@@ -21,7 +21,10 @@ from recsys_pipeline.orchestration.resources import MovieLensSource
 
 RETRAIN_JOB = "recsys_pipeline"
 ASSETS_WITHOUT_CONDITION = {"raw_movies", "raw_ratings"}  # roots: the sensor and the schedule refresh them
-MODEL_SIDE = {"accepted_model", "movie_embeddings", "embedding_distance_matrix", "similar_movies", "model_evaluation", "release"}
+MODEL_SIDE = {
+    "accepted_model", "movie_embeddings", "embedding_distance_matrix", "similar_movies", "model_evaluation",
+    "ranking_model", "user_recommendations", "release",
+}
 
 
 @pytest.fixture

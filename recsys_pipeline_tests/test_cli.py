@@ -155,7 +155,12 @@ def test_user_recommendations_are_the_served_rankers_order(data_dir, movie_featu
     scalers = FittedScalers.from_dict(json.loads(released_file(data_dir, "fitted_scalers").read_text()))
     user_id = int(users["userId"].iloc[0])
     histories = ranking.history_rows(model, np.array([user_id]), rating_splits["userId"].to_numpy(), rating_splits["movieId"].to_numpy())
-    scores = model.scores(model.user_vectors(scalers.user.transform(users.iloc[[0]]), histories))[0]
+    two_tower_scores = model.scores(model.user_vectors(scalers.user.transform(users.iloc[[0]]), histories))
+    # The item-item term from every rating, as served; the model's movies are movie_features' (by ID).
+    assert np.array_equal(model.movie_ids, movie_features["movieId"].to_numpy())
+    user_rows = pd.Index(users["userId"]).get_indexer(rating_splits["userId"])
+    item_item = ranking.item_item_scorer(user_rows, model.movie_rows(rating_splits["movieId"].to_numpy()), len(users), len(model.movie_ids), model.item_item_l2)
+    scores = ranking.blend(two_tower_scores, item_item(np.array([0])), model.item_item_weight)[0]
     excluded = np.zeros(len(scores), dtype=bool)
     excluded[histories[0]] = True
     columns, best = ranking.top_movies(scores[None], 20, excluded[None])

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_pipeline import cli, features, layout, ranking, recommend, releases
+from recsys_pipeline import cli, layout, ranking, recommend, releases
 from recsys_pipeline.definitions import build_definitions
 from recsys_pipeline.standardisation import FittedScalers
 

@@ -2,7 +2,6 @@
 configuration before any step of the run computes or writes, each with one line naming it."""
 
 import subprocess
-import sys
 
 import dagster as dg
 import pytest

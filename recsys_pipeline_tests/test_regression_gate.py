@@ -125,7 +125,11 @@ def test_training_logs_each_epoch_and_shows_its_loss_curve_and_similar_movies_sh
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5_000
 
     epochs_run = good.asset_materializations_for_node("trained_model")[0].metadata["epochs_run"].value
-    epoch_lines = [entry.user_message for entry in pipeline["instance"].all_logs(good.run_id) if entry.user_message.startswith("epoch ")]
+    epoch_lines = [
+        entry.user_message
+        for entry in pipeline["instance"].all_logs(good.run_id)
+        if entry.step_key == "trained_model" and entry.user_message.startswith("epoch ")
+    ]
     assert [line.split(":")[0] for line in epoch_lines] == [f"epoch {n}/{GOOD_TRAINING['epochs']}" for n in range(1, epochs_run + 1)]
 
     examples = good.asset_materializations_for_node("similar_movies")[0].metadata["examples"].value.splitlines()

@@ -32,16 +32,16 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "asset-graph.png"
-VIEWPORT = {"width": 2000, "height": 1100}
+VIEWPORT = {"width": 2400, "height": 3000}
 SERVER_START_SECONDS = 90
 UI_TIMEOUT_MS = 30_000
 GROUPS = {
     "ingest": {"raw_movies", "raw_ratings"},
     "features": {"rating_splits", "movie_features", "user_genre_averages", "fitted_scalers"},
-    "model": {"trained_model", "accepted_model", "movie_embeddings"},
+    "model": {"trained_model", "accepted_model", "movie_embeddings", "ranking_model"},
     "similarity": {"embedding_distance_matrix", "similar_movies"},
     "evaluation": {"model_evaluation"},
-    "serving": {"release"},
+    "serving": {"user_recommendations", "release"},
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,6 +112,21 @@ def ranking_metrics(
     served order); a movie is relevant when the user rated it in test. Recall divides by
     min(recall_k, relevant movies). Pairs are (user rows, movie rows).
     """
+    return ranking_metrics_by_scorer({None: score_rows}, train_pairs, test_pairs, n_movies, k, recall_k, batch, max_users)[None]
+
+
+def ranking_metrics_by_scorer(
+    scorers: Mapping[Hashable, Callable[[np.ndarray], np.ndarray]],
+    train_pairs: tuple[np.ndarray, np.ndarray],
+    test_pairs: tuple[np.ndarray, np.ndarray],
+    n_movies: int,
+    k: int = RANKING_CUTOFF,
+    recall_k: int = RECALL_CUTOFF,
+    batch: int = 256,
+    max_users: int = RANKED_USERS_LIMIT,
+) -> dict[Hashable, dict[str, float]]:
+    """`ranking_metrics` of each scorer, by its key. Every scorer is asked for the same user batches
+    in turn, so scorers that share work can reuse it within a batch."""
     import scipy.sparse as sp
 
     from recsys_pipeline.ranking import top_movies
@@ -122,27 +138,31 @@ def ranking_metrics(
     if len(users) > max_users:
         users = np.sort(np.random.default_rng(0).choice(users, max_users, replace=False))
     discount = 1.0 / np.log2(np.arange(2, k + 2))
-    precision, ndcg, recall = [], [], []
-    shown = np.zeros(n_movies, dtype=bool)
+    precision, ndcg, recall = ({key: [] for key in scorers} for _ in range(3))
+    shown = {key: np.zeros(n_movies, dtype=bool) for key in scorers}
     for start in range(0, len(users), batch):
         rows = users[start : start + batch]
-        top, _ = top_movies(score_rows(rows), max(k, recall_k), seen[rows].toarray())
-        relevant_rows = relevant[rows].toarray()
+        seen_rows, relevant_rows = seen[rows].toarray(), relevant[rows].toarray()
         n_relevant = relevant_rows.sum(axis=1)
-        hits = np.take_along_axis(relevant_rows, top, axis=1).astype("float64")
-        at_k = hits[:, :k]
-        shown[top[:, :k].ravel()] = True
         ideal = np.cumsum(discount)[np.minimum(n_relevant, k) - 1]
-        precision.append(at_k.sum(axis=1) / k)
-        # Fewer than k movies in the catalogue: the list is shorter, precision still counts k slots.
-        ndcg.append((at_k * discount[: at_k.shape[1]]).sum(axis=1) / ideal)
-        recall.append(hits[:, :recall_k].sum(axis=1) / np.minimum(n_relevant, recall_k))
+        for key, score_rows in scorers.items():
+            top, _ = top_movies(score_rows(rows), max(k, recall_k), seen_rows)
+            hits = np.take_along_axis(relevant_rows, top, axis=1).astype("float64")
+            at_k = hits[:, :k]
+            shown[key][top[:, :k].ravel()] = True
+            precision[key].append(at_k.sum(axis=1) / k)
+            # Fewer than k movies in the catalogue: the list is shorter, precision still counts k slots.
+            ndcg[key].append((at_k * discount[: at_k.shape[1]]).sum(axis=1) / ideal)
+            recall[key].append(hits[:, :recall_k].sum(axis=1) / np.minimum(n_relevant, recall_k))
     return {
-        f"precision_at_{k}": float(np.concatenate(precision).mean()),
-        f"ndcg_at_{k}": float(np.concatenate(ndcg).mean()),
-        f"recall_at_{recall_k}": float(np.concatenate(recall).mean()),
-        # Catalogue coverage: the share of all movies that appear in at least one user's top k.
-        f"coverage_at_{k}": float(shown.mean()),
+        key: {
+            f"precision_at_{k}": float(np.concatenate(precision[key]).mean()),
+            f"ndcg_at_{k}": float(np.concatenate(ndcg[key]).mean()),
+            f"recall_at_{recall_k}": float(np.concatenate(recall[key]).mean()),
+            # Catalogue coverage: the share of all movies that appear in at least one user's top k.
+            f"coverage_at_{k}": float(shown[key].mean()),
+        }
+        for key in scorers
     }
 
 
@@ -159,8 +179,5 @@ def ranking_report(
     def most_popular(user_rows: np.ndarray) -> np.ndarray:
         return np.broadcast_to(popularity, (len(user_rows), len(popularity)))
 
-    report = {}
-    for prefix, scores in (("test", score_rows), ("baseline_popularity", most_popular)):
-        for name, value in ranking_metrics(scores, train_pairs, test_pairs, len(popularity)).items():
-            report[f"{prefix}_{name}"] = value
-    return report
+    by_scorer = ranking_metrics_by_scorer({"test": score_rows, "baseline_popularity": most_popular}, train_pairs, test_pairs, len(popularity))
+    return {f"{prefix}_{name}": value for prefix, figures in by_scorer.items() for name, value in figures.items()}

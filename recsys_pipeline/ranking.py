@@ -137,6 +137,28 @@ def blend(two_tower_scores: np.ndarray, item_item: np.ndarray | None, weight: fl
     return standardised(two_tower_scores) + weight * standardised(item_item)
 
 
+def blends_by_weight(two_tower_rows, item_item_rows, weights) -> dict[float, object]:
+    """`score_rows` of `blend` for each weight. A user batch's two standardised scores are computed
+    once and shared by every weight (evaluation.ranking_metrics_by_scorer asks for each batch in turn)."""
+    last: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+    def parts(user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        key = np.asarray(user_rows).tobytes()
+        if key not in last:
+            last.clear()
+            last[key] = standardised(two_tower_rows(user_rows)), standardised(item_item_rows(user_rows))
+        return last[key]
+
+    def scorer(weight: float):
+        def score_rows(user_rows: np.ndarray) -> np.ndarray:
+            two_tower, item_item = parts(user_rows)
+            return two_tower if weight == 0 else two_tower + weight * item_item
+
+        return score_rows
+
+    return {weight: scorer(weight) for weight in weights}
+
+
 def item_item_scorer(rated_users: np.ndarray, rated_movies: np.ndarray, n_users: int, n_movies: int, l2: float = DEFAULT_ITEM_ITEM_L2):
     """`score_rows(user rows) -> users x movies` item-item scores (EASE: ridge regression of each
     movie's column on the others', zero diagonal), from the (user row, movie row) pairs a user rated.

@@ -282,10 +282,12 @@ def train_ranking_model(
     if validate_on is not None:
         held = rating_rows(labelled[labelled["split"] == validate_on], inputs)
 
-        def validate(model: ranking.RankingModel, score_rows=None) -> float:
-            score_rows = score_rows or ranking_scores(model, rows, user_features, movie_features, scalers)
-            figures = evaluation.ranking_metrics(score_rows, (pairs.user_rows, pairs.movie_rows), (held.user_rows, held.movie_rows), len(movie_features))
-            return figures[f"ndcg_at_{evaluation.RANKING_CUTOFF}"]
+        def validation_ndcg(scorers: dict) -> dict:
+            figures = evaluation.ranking_metrics_by_scorer(scorers, (pairs.user_rows, pairs.movie_rows), (held.user_rows, held.movie_rows), len(movie_features))
+            return {key: values[f"ndcg_at_{evaluation.RANKING_CUTOFF}"] for key, values in figures.items()}
+
+        def validate(model: ranking.RankingModel) -> float:
+            return validation_ndcg({None: ranking_scores(model, rows, user_features, movie_features, scalers)})[None]
 
     started = time.perf_counter()
     model, history = retrieval.train_retrieval(data, movie_features["movieId"].to_numpy(), kernels, biases, settings, validate, on_epoch_end)
@@ -293,10 +295,7 @@ def train_ranking_model(
         # The towers are trained; the weight of the item-item term is chosen on the same validation NDCG@10.
         two_tower_rows = _two_tower_scores(model, rows, user_features, movie_features, scalers)
         item_item_rows = _item_item_scores(model, rows, user_features, movie_features)
-        by_weight = {
-            weight: validate(model, lambda user_rows, weight=weight: ranking.blend(two_tower_rows(user_rows), item_item_rows(user_rows), weight))
-            for weight in ranking.ITEM_ITEM_WEIGHTS
-        }
+        by_weight = validation_ndcg(ranking.blends_by_weight(two_tower_rows, item_item_rows, ranking.ITEM_ITEM_WEIGHTS))
         history["val_ndcg_at_10_by_item_item_weight"] = [by_weight[weight] for weight in ranking.ITEM_ITEM_WEIGHTS]
         item_item_weight = max(by_weight, key=by_weight.get)
     model = dataclasses.replace(model, item_item_weight=float(item_item_weight))

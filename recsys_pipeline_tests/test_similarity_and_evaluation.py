@@ -120,3 +120,26 @@ def test_ranking_metrics_sample_users_beyond_the_limit():
     assert sample == evaluation.ranking_metrics(scores, train_pairs, test_pairs, n_movies=5, k=1, max_users=10)
     sampled = np.random.default_rng(0).choice(users, 10, replace=False)
     assert sample["precision_at_1"] == pytest.approx(np.mean(sampled % 5 == 0))
+
+
+def test_blends_by_weight_rank_exactly_as_the_served_blend_and_metrics_match_one_by_one():
+    rng = np.random.default_rng(3)
+    two_tower, item_item = rng.normal(size=(30, 50)), rng.normal(size=(30, 50))
+    calls = []
+
+    def two_tower_rows(rows):
+        calls.append(len(rows))
+        return two_tower[rows]
+
+    scorers = ranking.blends_by_weight(two_tower_rows, lambda rows: item_item[rows], ranking.ITEM_ITEM_WEIGHTS)
+    rows = np.arange(0, 30, 3)
+    for weight, score_rows in scorers.items():
+        np.testing.assert_array_equal(score_rows(rows), ranking.blend(two_tower[rows], item_item[rows], weight))
+    assert calls == [len(rows)]  # one batch's standardised scores, computed once for every weight
+
+    train_pairs = (rng.integers(0, 30, 200), rng.integers(0, 50, 200))
+    test_pairs = (rng.integers(0, 30, 100), rng.integers(0, 50, 100))
+    together = evaluation.ranking_metrics_by_scorer(scorers, train_pairs, test_pairs, 50, batch=7)
+    for weight, score_rows in scorers.items():
+        assert together[weight] == evaluation.ranking_metrics(score_rows, train_pairs, test_pairs, 50, batch=7)
+    assert len({figures["ndcg_at_10"] for figures in together.values()}) > 1

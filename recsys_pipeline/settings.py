@@ -69,6 +69,9 @@ class TrainingSettings:
     batch_size: int = _setting(1024, "ratings per gradient step", ge=1)
     learning_rate: float = _setting(5e-3, "Adam's initial learning rate", gt=0)
     early_stopping_patience: int = _setting(4, "epochs without a better validation loss before training stops", ge=1)
+    early_stopping_min_delta: float = _setting(
+        1e-3, "the least drop of validation MSE (stars squared) that counts as better for early stopping; 0: any drop", ge=0
+    )
     lr_reduction_factor: float = _setting(0.3, "factor applied to the learning rate when validation loss stalls", gt=0, lt=1)
     lr_reduction_patience: int = _setting(1, "epochs without progress before the learning rate is reduced", ge=1)
     min_learning_rate: float = _setting(1e-5, "the learning rate is never reduced below this", gt=0)

@@ -148,7 +148,9 @@ def train_two_tower(
     learning rate that drops when validation loss stalls."""
     model = build_two_tower(users.matrix.shape[2], movies.matrix.shape[2], len(users.ids), len(movies.ids), global_mean, settings)
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.early_stopping_patience, restore_best_weights=True),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", min_delta=settings.early_stopping_min_delta, patience=settings.early_stopping_patience, restore_best_weights=True
+        ),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=settings.lr_reduction_factor, patience=settings.lr_reduction_patience, min_lr=settings.min_learning_rate),
     ]
     if on_epoch_end is not None:

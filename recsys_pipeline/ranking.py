@@ -227,10 +227,14 @@ def top_movies(scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -
     k = min(k, scores.shape[1])
     position = scores.shape[1] - k
     kth = np.partition(scores, position, axis=1)[:, position : position + 1]
-    above = scores > kth
-    tied = scores == kth
-    needed = k - above.sum(axis=1, keepdims=True)
-    chosen = above | (tied & (np.cumsum(tied, axis=1) <= needed))
+    chosen = scores >= kth
+    # Only where more movies tie at the k-th score than slots remain are the lower columns kept.
+    crowded = np.flatnonzero(chosen.sum(axis=1) > k)
+    if len(crowded):
+        tied = scores[crowded] == kth[crowded]
+        above = chosen[crowded] & ~tied
+        needed = k - above.sum(axis=1, keepdims=True)
+        chosen[crowded] = above | (tied & (np.cumsum(tied, axis=1) <= needed))
     columns = np.nonzero(chosen)[1].reshape(len(scores), k)
     order = np.lexsort((columns, -np.take_along_axis(scores, columns, axis=1)), axis=1)
     columns = np.take_along_axis(columns, order, axis=1)

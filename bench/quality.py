@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import evaluation, features, movielens, ranking, splits, workflow
+from recsys_pipeline import evaluation, features, movielens, ranking, recommend, splits, workflow
 from recsys_pipeline.model_inputs import rating_rows
 from recsys_pipeline.settings import RankingSettings, TrainingSettings
 from recsys_pipeline.standardisation import fit_scalers
@@ -39,6 +39,16 @@ DEFAULT_DATA = Path(os.environ.get("RECSYS_MOVIELENS", Path(__file__).resolve().
 FOLDS = 5
 RATING_METRICS = ("test_rmse", "test_mae")
 RANKING_METRICS = ("test_precision_at_10", "test_ndcg_at_10", "test_recall_at_20", "test_coverage_at_10")
+FIDELITY_METRICS = ("loved_share_at_10", "disliked_share_at_10", "median_training_ratings_at_10")
+# New users described by genre ratings (`recsys recommend --genres`), for the genre-fidelity figures.
+GENRE_PROFILES = (
+    (("Sci-Fi", 5.0),),
+    (("Animation", 5.0), ("Children", 4.5), ("Horror", 1.0)),
+    (("Comedy", 5.0), ("Romance", 4.5), ("Drama", 2.0)),
+    (("Horror", 5.0), ("Thriller", 4.0), ("Comedy", 1.0)),
+    (("Documentary", 4.5),),
+    (("Action", 1.0), ("Drama", 4.0)),
+)
 # The peers' settings: EASE as published for ml-latest-small, implicit's ALS with common defaults.
 EASE_LAMBDA = 100.0
 ALS_FACTORS, ALS_REGULARISATION, ALS_ALPHA, ALS_ITERATIONS = 64, 0.05, 2.0, 20
@@ -77,6 +87,49 @@ def als_scorer(train_pairs, n_users: int, n_movies: int, seed: int):
     model = AlternatingLeastSquares(factors=ALS_FACTORS, regularization=ALS_REGULARISATION, alpha=ALS_ALPHA, iterations=ALS_ITERATIONS, random_state=seed)
     model.fit(rated, show_progress=False)
     return lambda rows: model.user_factors[rows] @ model.item_factors.T
+
+
+def more_history_rows(model: ranking.RankingModel, train, validation, test, user_table, movie_table, scalers) -> list[dict]:
+    """What serving from every rating gains (user_recommendations feeds the ranker every rating it
+    has): the same trained ranker fed the training ratings, or the training and validation ratings,
+    as each user's history and item-item input, measured on test with the same candidates (movies
+    rated in neither)."""
+    known = pd.concat([train, validation])
+    seen, test_pairs = _pairs(known, user_table, movie_table), _pairs(test, user_table, movie_table)
+    rows = []
+    for name, history in (("training ratings", train), ("training + validation ratings", known)):
+        score_rows = workflow.ranking_scores(model, history, user_table, movie_table, scalers)
+        figures = evaluation.ranking_metrics(score_rows, seen, test_pairs, len(movie_table))
+        rows.append({"model": f"served, fed {name} (candidates: rated in neither)", **{f"test_{metric}": value for metric, value in figures.items()}})
+    return rows
+
+
+def genre_fidelity_rows(model: ranking.RankingModel, scalers, movie_table: pd.DataFrame, k: int = 10) -> list[dict]:
+    """For each of GENRE_PROFILES, the share of the top k with a loved genre (rated 4 or more), the share
+    with a disliked one (below 3) and the median training rating count of the listed movies: as served
+    (recommend.new_user_listing, the `recsys recommend --genres` answer) and for the model's own order
+    over every movie (no candidate rule), which shows what the model learned by itself."""
+    rows = []
+    for profile in GENRE_PROFILES:
+        genres = {name: stars for name, stars in profile}
+        loved = [f"{features.GENRE_PREFIX}{name}" for name, stars in genres.items() if stars >= recommend.LOVED]
+        disliked = [f"{features.GENRE_PREFIX}{name}" for name, stars in genres.items() if stars < recommend.DISLIKED]
+        user = scalers.user.transform(recommend.genre_profile_features(profile, movie_table, scalers.target))
+        listings = {
+            "served": recommend.new_user_listing(profile, model, scalers, movie_table, k),
+            "model alone, every movie": recommend.ranked_listing(movie_table, recommend.new_user_scores(model, user, movie_table), k),
+        }
+        for kind, listing in listings.items():
+            listed = movie_table.set_index("movieId").loc[listing["movieId"]]
+            rows.append(
+                {
+                    "model": f"cold start {', '.join(f'{name}={stars:g}' for name, stars in profile)}: {kind}",
+                    "loved_share_at_10": float(listed[loved].to_numpy().any(axis=1).mean()) if loved else None,
+                    "disliked_share_at_10": float(listed[disliked].to_numpy().any(axis=1).mean()) if disliked else None,
+                    "median_training_ratings_at_10": float(listed["rating_count"].median()),
+                }
+            )
+    return rows
 
 
 def ranking_rows(named_scorers: dict, train_pairs, test_pairs, n_movies: int) -> list[dict]:
@@ -121,6 +174,8 @@ def run_split(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int, method: st
             }
         )
         rows.append({"model": f"two-tower {variant}: ranking head alone (ablation)", **{metric: towers_only[metric] for metric in RANKING_METRICS}})
+        rows += more_history_rows(ranker.model, train, validation, test, user_table, movie_table, scalers)
+        rows += genre_fidelity_rows(ranker.model, scalers, movie_table)
     global_mean = float(train["rating"].mean())
     bias = evaluation.fit_bias_baseline(train).predict(test)
     rows.append({"model": "global mean", "test_rmse": evaluation.rmse(np.full(len(test), global_mean), test["rating"]), "test_mae": evaluation.mae(np.full(len(test), global_mean), test["rating"])})
@@ -164,7 +219,7 @@ def run_notebook_mode(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int) ->
 def summary(results: list[dict]) -> str:
     """Markdown: one row per split and model, mean ± std over seeds for each metric it has."""
     frame = pd.DataFrame(results)
-    metrics = [m for m in (*RATING_METRICS, *RANKING_METRICS, "test_mse_scaled") if m in frame]
+    metrics = [m for m in (*RATING_METRICS, *RANKING_METRICS, *FIDELITY_METRICS, "test_mse_scaled") if m in frame]
     lines = ["| split | model | seeds | " + " | ".join(metrics) + " |", "|---|---|---|" + "---|" * len(metrics)]
     for (split, model), group in frame.groupby(["split", "model"], sort=False):
         cells = []

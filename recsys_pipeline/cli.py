@@ -117,22 +117,10 @@ def recommend_movies(args: argparse.Namespace, artifacts: Artifacts) -> tuple[st
         listing = recommend.served_listing(served, movie_features, args.user, args.k, args.min_ratings)
         who = f"user {args.user} (movies they rated are left out)"
     else:
-        scalers = artifacts.scalers()
-        user_row = recommend.genre_profile_features(args.genres, movie_features, scalers.target)
-        model = artifacts.ranking_model()
-        scores = new_user_scores(model, scalers.user.transform(user_row), movie_features)
-        allowed = recommend.genre_profile_candidates(args.genres, movie_features) & (movie_features["rating_count"].to_numpy() >= args.min_ratings)
-        listing = recommend.ranked_listing(movie_features, scores, args.k, ~allowed)
+        listing = recommend.new_user_listing(args.genres, artifacts.ranking_model(), artifacts.scalers(), movie_features, args.k, args.min_ratings)
         who = "a new user rating " + ", ".join(f"{genre}={stars:g}" for genre, stars in args.genres)
     among = f", among movies with at least {args.min_ratings} training ratings" if args.min_ratings else ""
     return f"The {len(listing)} best-ranked movies for {who}{among}:", listing
-
-
-def new_user_scores(model: ranking.RankingModel, scaled_user: np.ndarray, movie_features: pd.DataFrame) -> np.ndarray:
-    """One new user's score for every movie_features row (by movieId), from their scaled features alone."""
-    columns = model.movie_rows(movie_features["movieId"].to_numpy())
-    scores = model.scores(model.user_vectors(scaled_user, [np.array([], dtype="int64")]))[0]
-    return np.where(columns >= 0, scores[columns], -np.inf)
 
 
 def _release_rows(artifacts: Artifacts, shown: list[releases.Release]) -> pd.DataFrame:

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from recsys_pipeline import features, similarity
-from recsys_pipeline.ranking import top_movies
-from recsys_pipeline.standardisation import TargetScaler
+from recsys_pipeline.ranking import RankingModel, top_movies
+from recsys_pipeline.standardisation import FittedScalers, TargetScaler
 
 CLOSE_MATCHES = 5
 AMBIGUOUS_LISTED = 20
@@ -268,6 +268,24 @@ def genre_profile_candidates(genre_ratings: Sequence[tuple[str, float]], movie_f
     if loved:
         allowed &= (movie_features[loved].to_numpy() > 0).any(axis=1)
     return allowed
+
+
+def new_user_listing(
+    genre_ratings: Sequence[tuple[str, float]], model: RankingModel, scalers: FittedScalers, movie_features: pd.DataFrame, k: int, min_ratings: int = 0
+) -> pd.DataFrame:
+    """The `k` best movies for a new user known only by genre ratings: scored by the ranking model
+    from the user's features alone (no history), among the movies genre_profile_candidates admits
+    that have at least `min_ratings` training ratings."""
+    scaled_user = scalers.user.transform(genre_profile_features(genre_ratings, movie_features, scalers.target))
+    allowed = genre_profile_candidates(genre_ratings, movie_features) & (movie_features["rating_count"].to_numpy() >= min_ratings)
+    return ranked_listing(movie_features, new_user_scores(model, scaled_user, movie_features), k, ~allowed)
+
+
+def new_user_scores(model: RankingModel, scaled_user: np.ndarray, movie_features: pd.DataFrame) -> np.ndarray:
+    """One new user's score for every movie_features row (by movieId), from their scaled features alone."""
+    columns = model.movie_rows(movie_features["movieId"].to_numpy())
+    scores = model.scores(model.user_vectors(scaled_user, [np.array([], dtype="int64")]))[0]
+    return np.where(columns >= 0, scores[columns], -np.inf)
 
 
 def ranked_listing(movie_features: pd.DataFrame, scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> pd.DataFrame:

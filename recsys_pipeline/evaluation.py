@@ -127,6 +127,22 @@ def ranking_metrics_by_scorer(
 ) -> dict[Hashable, dict[str, float]]:
     """`ranking_metrics` of each scorer, by its key. Every scorer is asked for the same user batches
     in turn, so scorers that share work can reuse it within a batch."""
+    per_user = per_user_ranking_metrics(scorers, train_pairs, test_pairs, n_movies, k, recall_k, batch, max_users)
+    return {key: {name: float(np.mean(values)) for name, values in figures.items()} for key, figures in per_user.items()}
+
+
+def per_user_ranking_metrics(
+    scorers: Mapping[Hashable, Callable[[np.ndarray], np.ndarray]],
+    train_pairs: tuple[np.ndarray, np.ndarray],
+    test_pairs: tuple[np.ndarray, np.ndarray],
+    n_movies: int,
+    k: int = RANKING_CUTOFF,
+    recall_k: int = RECALL_CUTOFF,
+    batch: int = 256,
+    max_users: int = RANKED_USERS_LIMIT,
+) -> dict[Hashable, dict[str, np.ndarray]]:
+    """The figures of `ranking_metrics_by_scorer` before averaging: precision, NDCG and recall per
+    ranked user (the same users, in the same order, for every scorer) and coverage as one number."""
     import scipy.sparse as sp
 
     from recsys_pipeline.ranking import top_movies
@@ -156,11 +172,11 @@ def ranking_metrics_by_scorer(
             recall[key].append(hits[:, :recall_k].sum(axis=1) / np.minimum(n_relevant, recall_k))
     return {
         key: {
-            f"precision_at_{k}": float(np.concatenate(precision[key]).mean()),
-            f"ndcg_at_{k}": float(np.concatenate(ndcg[key]).mean()),
-            f"recall_at_{recall_k}": float(np.concatenate(recall[key]).mean()),
+            f"precision_at_{k}": np.concatenate(precision[key]),
+            f"ndcg_at_{k}": np.concatenate(ndcg[key]),
+            f"recall_at_{recall_k}": np.concatenate(recall[key]),
             # Catalogue coverage: the share of all movies that appear in at least one user's top k.
-            f"coverage_at_{k}": float(shown[key].mean()),
+            f"coverage_at_{k}": np.float64(shown[key].mean()),
         }
         for key in scorers
     }

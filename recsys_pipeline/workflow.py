@@ -254,6 +254,11 @@ class RankingCandidate:
         scores = self.history.get("val_ndcg_at_10")
         return int(np.argmax(scores)) + 1 if scores else len(self.history["loss"])
 
+    @property
+    def served_val_ndcg(self) -> float:
+        """Validation NDCG@10 of the served blend, at the chosen item-item weight."""
+        return self.history["val_ndcg_at_10_by_item_item_weight"][ranking.ITEM_ITEM_WEIGHTS.index(self.model.item_item_weight)]
+
 
 def train_ranking_model(
     rating_model,
@@ -282,12 +287,13 @@ def train_ranking_model(
     if validate_on is not None:
         held = rating_rows(labelled[labelled["split"] == validate_on], inputs)
 
-        def validation_ndcg(scorers: dict) -> dict:
-            figures = evaluation.ranking_metrics_by_scorer(scorers, (pairs.user_rows, pairs.movie_rows), (held.user_rows, held.movie_rows), len(movie_features))
+        def validation_ndcg(scorers: dict) -> dict[object, np.ndarray]:
+            """Per-user validation NDCG@10 of each scorer (candidates: movies not in `rows`)."""
+            figures = evaluation.per_user_ranking_metrics(scorers, (pairs.user_rows, pairs.movie_rows), (held.user_rows, held.movie_rows), len(movie_features))
             return {key: values[f"ndcg_at_{evaluation.RANKING_CUTOFF}"] for key, values in figures.items()}
 
         def validate(model: ranking.RankingModel) -> float:
-            return validation_ndcg({None: ranking_scores(model, rows, user_features, movie_features, scalers)})[None]
+            return float(np.mean(validation_ndcg({None: ranking_scores(model, rows, user_features, movie_features, scalers)})[None]))
 
     started = time.perf_counter()
     model, history = retrieval.train_retrieval(data, movie_features["movieId"].to_numpy(), kernels, biases, settings, validate, on_epoch_end)
@@ -296,8 +302,8 @@ def train_ranking_model(
         two_tower_rows = _two_tower_scores(model, rows, user_features, movie_features, scalers)
         item_item_rows = _item_item_scores(model, rows, user_features, movie_features)
         by_weight = validation_ndcg(ranking.blends_by_weight(two_tower_rows, item_item_rows, ranking.ITEM_ITEM_WEIGHTS))
-        history["val_ndcg_at_10_by_item_item_weight"] = [by_weight[weight] for weight in ranking.ITEM_ITEM_WEIGHTS]
-        item_item_weight = max(by_weight, key=by_weight.get)
+        history["val_ndcg_at_10_by_item_item_weight"] = [float(np.mean(by_weight[weight])) for weight in ranking.ITEM_ITEM_WEIGHTS]
+        item_item_weight = ranking.chosen_item_item_weight(by_weight)
     model = dataclasses.replace(model, item_item_weight=float(item_item_weight))
     return RankingCandidate(model, history, time.perf_counter() - started)
 

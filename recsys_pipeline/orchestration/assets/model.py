@@ -5,7 +5,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import splits, workflow
+from recsys_pipeline import ranking, splits, workflow
 from recsys_pipeline.orchestration.automation import ON_ACCEPTED_MODEL_UPDATE, ON_UPSTREAM_UPDATE
 from recsys_pipeline.orchestration.checks import REGRESSION_GATE, regression_gate_result
 from recsys_pipeline.orchestration.config import TrainingConfig, training_settings
@@ -181,9 +181,13 @@ def ranking_model(
                 {
                     "best_val_ndcg_at_10": max(candidate.history["val_ndcg_at_10"]),
                     "item_item_weight": candidate.model.item_item_weight,
-                    "served_val_ndcg_at_10": max(candidate.history["val_ndcg_at_10_by_item_item_weight"]),
+                    "served_val_ndcg_at_10": candidate.served_val_ndcg,
                     "training_seconds": candidate.training_seconds,
                 }
+            ),
+            "val_ndcg_by_item_item_weight": dg.MetadataValue.md(
+                "| item-item weight | validation NDCG@10 |\n|---:|---:|\n"
+                + "\n".join(f"| {weight:g} | {ndcg:.4f} |" for weight, ndcg in zip(ranking.ITEM_ITEM_WEIGHTS, candidate.history["val_ndcg_at_10_by_item_item_weight"]))
             ),
             "validation_ndcg": line_chart({"validation NDCG@10": candidate.history["val_ndcg_at_10"]}, "Validation NDCG@10 per epoch", "epoch", "NDCG@10"),
         },

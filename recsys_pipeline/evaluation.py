@@ -94,40 +94,22 @@ def popularity_scores(rating_counts: np.ndarray) -> np.ndarray:
     return np.log1p(np.asarray(rating_counts, dtype="float64"))
 
 
-def ranking_metrics(
-    score_rows,
-    train_pairs: tuple[np.ndarray, np.ndarray],
-    test_pairs: tuple[np.ndarray, np.ndarray],
-    n_movies: int,
-    k: int = RANKING_CUTOFF,
-    recall_k: int = RECALL_CUTOFF,
-    batch: int = 256,
-    max_users: int = RANKED_USERS_LIMIT,
-) -> dict[str, float]:
+def ranking_metrics(score_rows, train_pairs: tuple[np.ndarray, np.ndarray], test_pairs: tuple[np.ndarray, np.ndarray], n_movies: int, **options) -> dict[str, float]:
     """Mean precision@k, NDCG@k (binary relevance), recall@recall_k and catalogue coverage@k over the users with a test
     rating (a seeded sample of `max_users` of them when there are more: every user scores every movie).
 
     `score_rows(user_rows)` returns a users × movies score matrix; each user's candidates are all
     movies but those they rated in training, ordered by recsys_pipeline.ranking.top_movies (the
     served order); a movie is relevant when the user rated it in test. Recall divides by
-    min(recall_k, relevant movies). Pairs are (user rows, movie rows).
+    min(recall_k, relevant movies). Pairs are (user rows, movie rows). `options` (k, recall_k,
+    batch, max_users) are those of per_user_ranking_metrics.
     """
-    return ranking_metrics_by_scorer({None: score_rows}, train_pairs, test_pairs, n_movies, k, recall_k, batch, max_users)[None]
+    return ranking_metrics_by_scorer({None: score_rows}, train_pairs, test_pairs, n_movies, **options)[None]
 
 
-def ranking_metrics_by_scorer(
-    scorers: Mapping[Hashable, Callable[[np.ndarray], np.ndarray]],
-    train_pairs: tuple[np.ndarray, np.ndarray],
-    test_pairs: tuple[np.ndarray, np.ndarray],
-    n_movies: int,
-    k: int = RANKING_CUTOFF,
-    recall_k: int = RECALL_CUTOFF,
-    batch: int = 256,
-    max_users: int = RANKED_USERS_LIMIT,
-) -> dict[Hashable, dict[str, float]]:
-    """`ranking_metrics` of each scorer, by its key. Every scorer is asked for the same user batches
-    in turn, so scorers that share work can reuse it within a batch."""
-    per_user = per_user_ranking_metrics(scorers, train_pairs, test_pairs, n_movies, k, recall_k, batch, max_users)
+def ranking_metrics_by_scorer(scorers: Mapping[Hashable, Callable[[np.ndarray], np.ndarray]], train_pairs, test_pairs, n_movies: int, **options) -> dict[Hashable, dict[str, float]]:
+    """`ranking_metrics` of each scorer, by its key, in one pass over the user batches."""
+    per_user = per_user_ranking_metrics(scorers, train_pairs, test_pairs, n_movies, **options)
     return {key: {name: float(np.mean(values)) for name, values in figures.items()} for key, figures in per_user.items()}
 
 
@@ -141,8 +123,9 @@ def per_user_ranking_metrics(
     batch: int = 256,
     max_users: int = RANKED_USERS_LIMIT,
 ) -> dict[Hashable, dict[str, np.ndarray]]:
-    """The figures of `ranking_metrics_by_scorer` before averaging: precision, NDCG and recall per
-    ranked user (the same users, in the same order, for every scorer) and coverage as one number."""
+    """The figures of `ranking_metrics` for each scorer before averaging: precision, NDCG and recall per
+    ranked user (the same users, in the same order, for every scorer) and coverage as one number.
+    Every scorer is asked for the same user batch in turn, so scorers that share work can reuse it."""
     import scipy.sparse as sp
 
     from recsys_pipeline.ranking import top_movies

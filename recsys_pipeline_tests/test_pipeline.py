@@ -98,3 +98,32 @@ def test_real_data_features_cover_every_movie_and_user(real_run):
     assert _metadata(real_run, "user_genre_averages")["dagster/row_count"] == 610
     assert _metadata(real_run, "raw_ratings")["dagster/row_count"] == 100_836
     assert _metadata(real_run, "similar_movies")["dagster/row_count"] == 97_420
+
+
+def test_real_data_served_ranking_matches_ease_and_each_ingredient_counts(real_run):
+    """The served list measured beside EASE (lambda 100, the brief's strongest peer) and beside each
+    of its two ingredients alone, in the same run and on the same split, by the same protocol."""
+    import dataclasses
+
+    from recsys_pipeline import evaluation, ranking, splits, workflow
+    from recsys_pipeline.model_inputs import ModelInputs, rating_rows
+    from recsys_pipeline.standardisation import FittedScalers
+
+    model = real_run.output_for_node("ranking_model")
+    labelled, users, movies = (real_run.output_for_node(name) for name in ("rating_splits", "user_genre_averages", "movie_features"))
+    scalers = FittedScalers.from_dict(real_run.output_for_node("fitted_scalers"))
+    served = workflow.ranking_report(model, labelled, users, movies, scalers)
+    assert served["test_precision_at_10"] == pytest.approx(_metadata(real_run, "model_evaluation")["test_precision_at_10"], abs=1e-4)
+    head_alone = workflow.ranking_report(dataclasses.replace(model, item_item_weight=0.0), labelled, users, movies, scalers)
+
+    inputs = ModelInputs(users["userId"].to_numpy(), None, movies["movieId"].to_numpy(), None)
+    train, test = rating_rows(splits.training_rows(labelled), inputs), rating_rows(labelled[labelled["split"] == splits.TEST], inputs)
+    train_pairs, test_pairs = (train.user_rows, train.movie_rows), (test.user_rows, test.movie_rows)
+    peers = {
+        name: evaluation.ranking_metrics(ranking.item_item_scorer(*train_pairs, len(users), len(movies), l2), train_pairs, test_pairs, len(movies))
+        for name, l2 in (("ease", 100.0), ("item_item_alone", model.item_item_l2))
+    }
+    for metric in ("precision_at_10", "ndcg_at_10"):
+        assert served[f"test_{metric}"] >= peers["ease"][metric] - 0.005, metric
+        assert served[f"test_{metric}"] >= head_alone[f"test_{metric}"] + 0.01, metric
+        assert served[f"test_{metric}"] >= peers["item_item_alone"][metric] - 0.002, metric

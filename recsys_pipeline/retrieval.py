@@ -119,7 +119,9 @@ def train_retrieval(
     counts = np.bincount(data.movie_rows, minlength=n_movies).astype("float64")
     log_q = tf.constant(np.log(np.maximum(counts, 1.0) / counts.sum()).astype("float32"))
 
-    @tf.function(reduce_retracing=True)
+    # Batch sizes, users per batch and history rows vary from batch to batch: one trace for every shape.
+    vector = tf.TensorSpec([None], "int32")
+    @tf.function(input_signature=[vector, vector, vector, vector, tf.TensorSpec([None], "float32"), vector])
     def step(batch_users, batch_movies, history_rows, history_segments, history_sizes, batch_positions):
         with tf.GradientTape() as tape:
             # Each batch user's history sum, minus the rated movie itself: the user as known without it.
@@ -152,7 +154,16 @@ def train_retrieval(
             segments = np.repeat(np.arange(len(users)), sizes)
             rows = history_movies[np.concatenate([np.arange(starts[u], starts[u + 1]) for u in users])]
             losses.append(
-                float(step(data.user_rows[batch], data.movie_rows[batch], rows, segments.astype("int32"), sizes.astype("float32"), positions.astype("int32")))
+                float(
+                    step(
+                        data.user_rows[batch].astype("int32"),
+                        data.movie_rows[batch].astype("int32"),
+                        rows.astype("int32"),
+                        segments.astype("int32"),
+                        sizes.astype("float32"),
+                        positions.astype("int32"),
+                    )
+                )
             )
         history["loss"].append(float(np.mean(losses)))
         model = head.export(data, movie_ids, tower_kernels, tower_biases)

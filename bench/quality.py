@@ -30,12 +30,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import evaluation, features, movielens, ranking, recommend, splits, workflow
+from bench.common import ML_LATEST_SMALL as DEFAULT_DATA
+from recsys_pipeline import evaluation, features, ranking, recommend, splits, workflow
 from recsys_pipeline.model_inputs import rating_rows
 from recsys_pipeline.settings import RankingSettings, TrainingSettings
 from recsys_pipeline.standardisation import fit_scalers
 
-DEFAULT_DATA = Path(os.environ.get("RECSYS_MOVIELENS", Path(__file__).resolve().parents[1].parent / "shared" / "movielens" / "ml-latest-small"))
 FOLDS = 5
 RATING_METRICS = ("test_rmse", "test_mae")
 RANKING_METRICS = ("test_precision_at_10", "test_ndcg_at_10", "test_recall_at_20", "test_coverage_at_10")
@@ -98,8 +98,8 @@ def more_history_rows(model: ranking.RankingModel, train, validation, test, user
     seen, test_pairs = _pairs(known, user_table, movie_table), _pairs(test, user_table, movie_table)
     rows = []
     for name, history in (("training ratings", train), ("training + validation ratings", known)):
-        score_rows = workflow.ranking_scores(model, history, user_table, movie_table, scalers)
-        figures = evaluation.ranking_metrics(score_rows, seen, test_pairs, len(movie_table))
+        served = ranking.Ranker(model, history, user_table, movie_table, scalers)
+        figures = evaluation.ranking_metrics(served.score_rows, seen, test_pairs, len(movie_table))
         rows.append({"model": f"served, fed {name} (candidates: rated in neither)", **{f"test_{metric}": value for metric, value in figures.items()}})
     return rows
 
@@ -117,7 +117,7 @@ def genre_fidelity_rows(model: ranking.RankingModel, scalers, movie_table: pd.Da
         user = scalers.user.transform(recommend.genre_profile_features(profile, movie_table, scalers.target))
         listings = {
             "served": recommend.new_user_listing(profile, model, scalers, movie_table, k),
-            "model alone, every movie": recommend.ranked_listing(movie_table, recommend.new_user_scores(model, user, movie_table), k),
+            "model alone, every movie": recommend.ranked_listing(movie_table, ranking.visitor_scores(model, user, [], movie_table["movieId"].to_numpy()), k),
         }
         for kind, listing in listings.items():
             listed = movie_table.set_index("movieId").loc[listing["movieId"]]
@@ -143,21 +143,21 @@ def ranking_rows(named_scorers: dict, train_pairs, test_pairs, n_movies: int) ->
     return rows
 
 
-def run_split(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int, method: str, variants: list[str]) -> list[dict]:
-    """Every model's test figures on one split."""
+def run_split(ingested: workflow.Ingested, seed: int, method: str, variants: list[str]) -> list[dict]:
+    """Every model's test figures on one split, its features built as the assets build them."""
     from recsys_pipeline import two_tower
 
-    labelled = splits.assign_splits(ratings, seed, method=method)
+    feature_set = workflow.build_features(ingested, seed, method)
+    labelled, user_table, movie_table, scalers = feature_set.labelled, feature_set.user_features, feature_set.movie_features, feature_set.scalers
     train, validation, test = (labelled[labelled["split"] == name] for name in splits.SPLITS)
-    user_table, movie_table = _tables(movies, np.unique(labelled["userId"]), train)
-    scalers = fit_scalers(train, user_table, features.user_input_columns(user_table), movie_table, features.movie_input_columns(movie_table))
-    rows, inputs = [], None
+    rows = []
     for variant in variants:
         settings = TrainingSettings(seed=seed, hybrid=variant == "hybrid", out_of_fold_folds=FOLDS)
         started = time.perf_counter()
-        model, history, inputs = two_tower.train_on_ratings(train, validation, user_table, movie_table, scalers, settings)
-        scorer = two_tower.scorer(model, inputs)
-        predicted = evaluation.clip_stars(scorer.predict(rating_rows(test, inputs)))
+        candidate = workflow.train_candidate(labelled, user_table, movie_table, scalers, settings)
+        model, history = candidate.model, candidate.history
+        scorer = two_tower.scorer(model, candidate.inputs)
+        predicted = evaluation.clip_stars(scorer.predict(rating_rows(test, candidate.inputs)))
         ranker = workflow.train_ranking_model(model, train, labelled, user_table, movie_table, scalers, RankingSettings(seed=seed))
         served = workflow.ranking_report(ranker.model, labelled, user_table, movie_table, scalers)
         towers_only = workflow.ranking_report(replace(ranker.model, item_item_weight=0.0), labelled, user_table, movie_table, scalers)
@@ -210,10 +210,10 @@ def run_notebook_mode(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int) ->
         TrainingSettings(seed=seed, hybrid=False, unit_vectors=True, biases=False, out_of_fold_folds=0),
         tower_widths=(256, 128), dropout=0.0, learning_rate=1e-3, early_stopping_patience=5, lr_reduction_patience=1000,
     )
-    model, history, inputs = two_tower.train_on_ratings(train, validation, user_table, movie_table, scalers, settings)
-    predicted = evaluation.clip_stars(two_tower.scorer(model, inputs).predict(rating_rows(test, inputs)))
+    candidate = workflow.train_candidate(labelled, user_table, movie_table, scalers, settings)
+    predicted = evaluation.clip_stars(two_tower.scorer(candidate.model, candidate.inputs).predict(rating_rows(test, candidate.inputs)))
     scaled_error = scalers.target.to_unit(predicted) - scalers.target.to_unit(test["rating"].to_numpy())
-    return {"split": "random (notebook mode)", "seed": seed, "model": "notebook design, leaky features", "test_mse_scaled": float(np.mean(np.square(scaled_error, dtype="float64"))), "test_rmse": evaluation.rmse(predicted, test["rating"]), "epochs": len(history["loss"])}
+    return {"split": "random (notebook mode)", "seed": seed, "model": "notebook design, leaky features", "test_mse_scaled": float(np.mean(np.square(scaled_error, dtype="float64"))), "test_rmse": evaluation.rmse(predicted, test["rating"]), "epochs": len(candidate.history["loss"])}
 
 
 def summary(results: list[dict]) -> str:
@@ -244,17 +244,16 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    movies = movielens.read_movies(args.data)
-    ratings, _ = movielens.repair_ratings(movielens.read_ratings(args.data), movies, args.data / movielens.RATINGS_FILE)
+    ingested = workflow.ingest(args.data)
     results = []
     for method in args.splits:
         for seed in args.seeds:
-            for row in run_split(ratings, movies, seed, method, args.variants):
+            for row in run_split(ingested, seed, method, args.variants):
                 results.append(row)
                 print(json.dumps(row), flush=True)
     if args.notebook_mode:
         for seed in args.seeds:
-            row = run_notebook_mode(ratings, movies, seed)
+            row = run_notebook_mode(ingested.ratings, ingested.movies, seed)
             results.append(row)
             print(json.dumps(row), flush=True)
     print()

@@ -6,9 +6,14 @@ a user against every movie with a dot product of two vectors plus a movie bias:
     score(user, movie) = user_vector · movie_vector + movie_bias
     user_vector = content_projection · user_tower(user's features) + history_projection · mean(history rows of the movies they rated)
 
-`model_evaluation`, the `user_recommendations` asset and the `recsys` command all order movies with
-`top_movies` on these scores, so the figure in the UI is the figure of the list a person gets.
-Nothing here imports TensorFlow: the user tower's Dense layers are evaluated in numpy.
+The served score blends it with an item-item term (EASE, Steck 2019, on the movies the user rated):
+
+    served(user, movie) = standardised score(user, .) + item_item_weight · standardised item_item(user, .)
+
+each standardised per user over the catalogue, the weight chosen on validation NDCG@10. `Ranker`
+computes it; `model_evaluation`, the `user_recommendations` asset and the `recsys` command all order
+movies with `top_movies` on its scores, so the figure in the UI is the figure of the list a person
+gets. Nothing here imports TensorFlow: the user tower's Dense layers are evaluated in numpy.
 
 Rows are looked up by ID: the model carries its movieId vocabulary (row i of every movie table is
 `movie_ids[i]`), and a movie unknown to it cannot be scored or shown.
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 # Arrays of the .npz; the user tower's layers are tower_kernel_0, tower_bias_0, tower_kernel_1, ...
 MOVIE_IDS = "movie_ids"
@@ -124,6 +130,66 @@ class RankingModel:
     def scores(self, user_vectors: np.ndarray) -> np.ndarray:
         """Users × movies scores, unclipped (float64, so near-equal scores stay apart)."""
         return np.asarray(user_vectors, dtype="float64") @ self.movie_vectors.T.astype("float64") + self.movie_biases
+
+
+class Ranker:
+    """The served ranking, the one way `model_evaluation`, `user_recommendations`, the `recsys`
+    command and the benchmarks score users: for each user of `user_features`, the ranking model's
+    score of every movie of `movie_features` (columns, looked up by ID) blended with the item-item
+    score of the movies the user rated in `known` (`blend`, weight `item_item_weight`, default the
+    model's own). `known` holds the ratings users are known by (userId, movieId); evaluation passes
+    the training ratings, serving every rating."""
+
+    def __init__(self, model: RankingModel, known, user_features, movie_features, scalers, item_item_weight: float | None = None):
+        self.model = model
+        self.item_item_weight = model.item_item_weight if item_item_weight is None else item_item_weight
+        movie_ids = movie_features["movieId"].to_numpy()
+        self._columns = model.movie_rows(movie_ids)
+        if (self._columns < 0).any():
+            raise ValueError(f"the ranking model knows {int((self._columns >= 0).sum())} of the {len(movie_ids)} movies of movie_features")
+        user_ids = user_features["userId"].to_numpy()
+        self._scaled_users = scalers.user.transform(user_features)
+        self._histories = history_rows(model, user_ids, known["userId"].to_numpy(), known["movieId"].to_numpy())
+        self._known_pairs = (_rows_of(user_ids, known["userId"].to_numpy()), _rows_of(movie_ids, known["movieId"].to_numpy()), len(user_ids), len(movie_ids))
+        self._item_item = None
+
+    def model_scores(self, user_rows: np.ndarray) -> np.ndarray:
+        """Users x movies scores of the ranking model alone (the towers)."""
+        vectors = self.model.user_vectors(self._scaled_users[user_rows], [self._histories[row] for row in user_rows])
+        return self.model.scores(vectors)[:, self._columns]
+
+    def item_item_scores(self, user_rows: np.ndarray) -> np.ndarray:
+        """Users x movies scores of the item-item term alone (its weights solved once, on first use)."""
+        if self._item_item is None:
+            self._item_item = item_item_scorer(*self._known_pairs, self.model.item_item_l2)
+        return self._item_item(user_rows)
+
+    def score_rows(self, user_rows: np.ndarray) -> np.ndarray:
+        """Users x movies served scores, unclipped."""
+        if self.item_item_weight == 0:
+            return blend(self.model_scores(user_rows), None, 0.0)
+        return blend(self.model_scores(user_rows), self.item_item_scores(user_rows), self.item_item_weight)
+
+    def score_rows_by_weight(self, weights) -> dict[float, object]:
+        """`score_rows` at each item-item weight, sharing each user batch's two scores (for choosing the weight)."""
+        return blends_by_weight(self.model_scores, self.item_item_scores, weights)
+
+
+def visitor_scores(model: RankingModel, scaled_visitor: np.ndarray, liked_movie_ids, movie_ids: np.ndarray) -> np.ndarray:
+    """One visitor's ranking-model score of each of `movie_ids` (-inf for a movie the model does not
+    know), from their scaled features and the movies they named; they have no item-item term."""
+    columns = model.movie_rows(movie_ids)
+    liked = model.movie_rows(np.asarray(liked_movie_ids, dtype="int64"))
+    scores = model.scores(model.user_vectors(scaled_visitor, [liked[liked >= 0]]))[0]
+    return np.where(columns >= 0, scores[columns], -np.inf)
+
+
+def _rows_of(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """The position of each of `wanted` in `ids`; every one must be there."""
+    rows = pd.Index(ids).get_indexer(wanted)
+    if (rows < 0).any():
+        raise ValueError("some ratings refer to users or movies that have no feature row")
+    return rows
 
 
 def standardised(scores: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_pipeline import features, similarity
-from recsys_pipeline.ranking import RankingModel, top_movies
+from recsys_pipeline.ranking import RankingModel, top_movies, visitor_scores
 from recsys_pipeline.standardisation import FittedScalers, TargetScaler
 
 CLOSE_MATCHES = 5
@@ -278,14 +278,7 @@ def new_user_listing(
     that have at least `min_ratings` training ratings."""
     scaled_user = scalers.user.transform(genre_profile_features(genre_ratings, movie_features, scalers.target))
     allowed = genre_profile_candidates(genre_ratings, movie_features) & (movie_features["rating_count"].to_numpy() >= min_ratings)
-    return ranked_listing(movie_features, new_user_scores(model, scaled_user, movie_features), k, ~allowed)
-
-
-def new_user_scores(model: RankingModel, scaled_user: np.ndarray, movie_features: pd.DataFrame) -> np.ndarray:
-    """One new user's score for every movie_features row (by movieId), from their scaled features alone."""
-    columns = model.movie_rows(movie_features["movieId"].to_numpy())
-    scores = model.scores(model.user_vectors(scaled_user, [np.array([], dtype="int64")]))[0]
-    return np.where(columns >= 0, scores[columns], -np.inf)
+    return ranked_listing(movie_features, visitor_scores(model, scaled_user, [], movie_features["movieId"].to_numpy()), k, ~allowed)
 
 
 def ranked_listing(movie_features: pd.DataFrame, scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> pd.DataFrame:

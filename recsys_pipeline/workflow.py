@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_pipeline import evaluation, features, movielens, ranking, splits
-from recsys_pipeline.model_inputs import ModelInputs, rating_rows, scaled_inputs, side_inputs
+from recsys_pipeline.model_inputs import ModelInputs, rating_rows, scaled_inputs, side_inputs, training_inputs
 from recsys_pipeline.settings import TrainingSettings
 from recsys_pipeline.standardisation import FittedScalers, fit_scalers
 
@@ -119,9 +119,13 @@ def train_candidate(
 
     train = splits.training_rows(labelled)
     validation = labelled[labelled["split"] == splits.VALIDATION]
+    inputs, train_rows = training_inputs(train, user_features, movie_features, scalers, settings.out_of_fold_folds, settings.seed)
     started = time.perf_counter()
-    model, history, inputs = two_tower.train_on_ratings(train, validation, user_features, movie_features, scalers, settings, on_epoch_end)
+    model, history = two_tower.train_two_tower(
+        inputs.users, inputs.movies, train_rows, rating_rows(validation, inputs), float(train["rating"].mean()), settings, on_epoch_end
+    )
     training_seconds = time.perf_counter() - started
+    inputs = inputs.full_training()
     predicted = evaluation.clip_stars(two_tower.scorer(model, inputs).predict(rating_rows(validation, inputs)))
     global_mean = np.full(len(validation), train["rating"].mean())
     return Candidate(
@@ -202,43 +206,11 @@ def ranking_report(
     train = splits.training_rows(labelled)
     inputs = ModelInputs(user_features["userId"].to_numpy(), None, movie_features["movieId"].to_numpy(), None)
     train_rows, held_rows = rating_rows(train, inputs), rating_rows(labelled[labelled["split"] == split], inputs)
-    score_rows = ranking_scores(ranker, train, user_features, movie_features, scalers)
-    return evaluation.ranking_report(score_rows, (train_rows.user_rows, train_rows.movie_rows), (held_rows.user_rows, held_rows.movie_rows), movie_features["rating_count"].to_numpy())
+    served = ranking.Ranker(ranker, train, user_features, movie_features, scalers)
+    return evaluation.ranking_report(served.score_rows, (train_rows.user_rows, train_rows.movie_rows), (held_rows.user_rows, held_rows.movie_rows), movie_features["rating_count"].to_numpy())
 
 
 # --- ranking --------------------------------------------------------------------------------------
-
-
-def ranking_scores(ranker: ranking.RankingModel, known: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers, item_item_weight: float | None = None):
-    """`score_rows(user rows) -> users × movies` served scores, rows of `user_features` and columns of
-    `movie_features` (looked up by ID), each user known by the movies they rated in `known`: the two
-    towers' score blended with the item-item score of those movies (`ranking.blend`, weight
-    `item_item_weight`, default the model's own)."""
-    weight = ranker.item_item_weight if item_item_weight is None else item_item_weight
-    two_tower_rows = _two_tower_scores(ranker, known, user_features, movie_features, scalers)
-    if weight == 0:
-        return lambda user_rows: ranking.blend(two_tower_rows(user_rows), None, 0.0)
-    item_item_rows = _item_item_scores(ranker, known, user_features, movie_features)
-    return lambda user_rows: ranking.blend(two_tower_rows(user_rows), item_item_rows(user_rows), weight)
-
-
-def _two_tower_scores(ranker: ranking.RankingModel, known: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers):
-    scaled = scalers.user.transform(user_features)
-    histories = ranking.history_rows(ranker, user_features["userId"].to_numpy(), known["userId"].to_numpy(), known["movieId"].to_numpy())
-    columns = ranker.movie_rows(movie_features["movieId"].to_numpy())
-    if (columns < 0).any():
-        raise ValueError(f"the ranking model knows {int((columns >= 0).sum())} of the {len(columns)} movies of movie_features")
-
-    def score_rows(user_rows: np.ndarray) -> np.ndarray:
-        return ranker.scores(ranker.user_vectors(scaled[user_rows], [histories[row] for row in user_rows]))[:, columns]
-
-    return score_rows
-
-
-def _item_item_scores(ranker: ranking.RankingModel, known: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame):
-    inputs = ModelInputs(user_features["userId"].to_numpy(), None, movie_features["movieId"].to_numpy(), None)
-    pairs = rating_rows(known, inputs)
-    return ranking.item_item_scorer(pairs.user_rows, pairs.movie_rows, len(user_features), len(movie_features), ranker.item_item_l2)
 
 
 @dataclass(frozen=True)
@@ -268,13 +240,11 @@ def train_ranking_model(
     movie_features: pd.DataFrame,
     scalers: FittedScalers,
     settings,
-    validate_on: str | None = splits.VALIDATION,
     on_epoch_end=None,
-    item_item_weight: float = 0.0,
 ) -> RankingCandidate:
-    """Train the ranking head on the ratings in `rows` on top of `rating_model`'s towers; with
-    `validate_on`, stop early on that split's NDCG@10 (candidates: movies not in `rows`) and choose
-    the weight of the item-item term there, else use `item_item_weight`."""
+    """Train the ranking head on the ratings in `rows` on top of `rating_model`'s towers, stopping
+    early on validation NDCG@10 (candidates: movies not in `rows`), and choose the weight of the
+    item-item term on the same figure."""
     from recsys_pipeline import retrieval, two_tower
 
     inputs = ModelInputs(user_features["userId"].to_numpy(), None, movie_features["movieId"].to_numpy(), None)
@@ -283,28 +253,23 @@ def train_ranking_model(
     movie_vectors = two_tower.embed(rating_model, two_tower.MOVIE_TOWER, side_inputs([movie_features], scalers.movie)).vectors
     content = ranking.content_vectors(kernels, biases, scalers.user.transform(user_features))
     data = retrieval.ImplicitData(pairs.user_rows, pairs.movie_rows, content, movie_vectors)
-    validate = None
-    if validate_on is not None:
-        held = rating_rows(labelled[labelled["split"] == validate_on], inputs)
+    held = rating_rows(labelled[labelled["split"] == splits.VALIDATION], inputs)
 
-        def validation_ndcg(scorers: dict) -> dict[object, np.ndarray]:
-            """Per-user validation NDCG@10 of each scorer (candidates: movies not in `rows`)."""
-            figures = evaluation.per_user_ranking_metrics(scorers, (pairs.user_rows, pairs.movie_rows), (held.user_rows, held.movie_rows), len(movie_features))
-            return {key: values[f"ndcg_at_{evaluation.RANKING_CUTOFF}"] for key, values in figures.items()}
+    def validation_ndcg(scorers: dict) -> dict[object, np.ndarray]:
+        """Per-user validation NDCG@10 of each scorer (candidates: movies not in `rows`)."""
+        figures = evaluation.per_user_ranking_metrics(scorers, (pairs.user_rows, pairs.movie_rows), (held.user_rows, held.movie_rows), len(movie_features))
+        return {key: values[f"ndcg_at_{evaluation.RANKING_CUTOFF}"] for key, values in figures.items()}
 
-        def validate(model: ranking.RankingModel) -> float:
-            return float(np.mean(validation_ndcg({None: ranking_scores(model, rows, user_features, movie_features, scalers)})[None]))
+    def validate(model: ranking.RankingModel) -> float:
+        towers = ranking.Ranker(model, rows, user_features, movie_features, scalers, item_item_weight=0.0)
+        return float(np.mean(validation_ndcg({None: towers.score_rows})[None]))
 
     started = time.perf_counter()
     model, history = retrieval.train_retrieval(data, movie_features["movieId"].to_numpy(), kernels, biases, settings, validate, on_epoch_end)
-    if validate is not None:
-        # The towers are trained; the weight of the item-item term is chosen on the same validation NDCG@10.
-        two_tower_rows = _two_tower_scores(model, rows, user_features, movie_features, scalers)
-        item_item_rows = _item_item_scores(model, rows, user_features, movie_features)
-        by_weight = validation_ndcg(ranking.blends_by_weight(two_tower_rows, item_item_rows, ranking.ITEM_ITEM_WEIGHTS))
-        history["val_ndcg_at_10_by_item_item_weight"] = [float(np.mean(by_weight[weight])) for weight in ranking.ITEM_ITEM_WEIGHTS]
-        item_item_weight = ranking.chosen_item_item_weight(by_weight)
-    model = dataclasses.replace(model, item_item_weight=float(item_item_weight))
+    # The towers are trained; the weight of the item-item term is chosen on the same validation NDCG@10.
+    by_weight = validation_ndcg(ranking.Ranker(model, rows, user_features, movie_features, scalers).score_rows_by_weight(ranking.ITEM_ITEM_WEIGHTS))
+    history["val_ndcg_at_10_by_item_item_weight"] = [float(np.mean(by_weight[weight])) for weight in ranking.ITEM_ITEM_WEIGHTS]
+    model = dataclasses.replace(model, item_item_weight=ranking.chosen_item_item_weight(by_weight))
     return RankingCandidate(model, history, time.perf_counter() - started)
 
 
@@ -315,7 +280,7 @@ def recommendations(
     userId, rank (1 = best), movieId, title, score (unclipped)."""
     import scipy.sparse as sp  # imported here: every Dagster step loads this module, few need scipy
 
-    score_rows = ranking_scores(ranker, rated, user_features, movie_features, scalers)
+    score_rows = ranking.Ranker(ranker, rated, user_features, movie_features, scalers).score_rows
     user_ids = user_features["userId"].to_numpy()
     inputs = ModelInputs(user_ids, None, movie_features["movieId"].to_numpy(), None)
     seen = rating_rows(rated, inputs)

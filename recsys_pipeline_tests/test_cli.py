@@ -146,18 +146,16 @@ def test_user_recommendations_are_the_served_rankers_order(data_dir, movie_featu
     users = pd.read_parquet(released_file(data_dir, "user_genre_averages"))
     scalers = FittedScalers.from_dict(json.loads(released_file(data_dir, "fitted_scalers").read_text()))
     user_id = int(users["userId"].iloc[0])
-    histories = ranking.history_rows(model, np.array([user_id]), rating_splits["userId"].to_numpy(), rating_splits["movieId"].to_numpy())
-    two_tower_scores = model.scores(model.user_vectors(scalers.user.transform(users.iloc[[0]]), histories))
-    # The item-item term from every rating, as served; the model's movies are movie_features' (by ID).
-    assert np.array_equal(model.movie_ids, movie_features["movieId"].to_numpy())
-    user_rows = pd.Index(users["userId"]).get_indexer(rating_splits["userId"])
-    item_item = ranking.item_item_scorer(user_rows, model.movie_rows(rating_splits["movieId"].to_numpy()), len(users), len(model.movie_ids), model.item_item_l2)
-    scores = ranking.blend(two_tower_scores, item_item(np.array([0])), model.item_item_weight)[0]
-    excluded = np.zeros(len(scores), dtype=bool)
-    excluded[histories[0]] = True
+    # The served ranker fed every rating, as user_recommendations feeds it.
+    ranker = ranking.Ranker(model, rating_splits, users, movie_features, scalers)
+    first = np.array([0])
+    scores = ranker.score_rows(first)[0]
+    blended = ranking.standardised(ranker.model_scores(first)) + model.item_item_weight * ranking.standardised(ranker.item_item_scores(first))
+    np.testing.assert_array_equal(scores, blended[0])
+    excluded = movie_features["movieId"].isin(rating_splits.loc[rating_splits["userId"] == user_id, "movieId"]).to_numpy()
     columns, best = ranking.top_movies(scores[None], 20, excluded[None])
     mine = served[served["userId"] == user_id].sort_values("rank").head(20)
-    assert mine["movieId"].tolist() == model.movie_ids[columns[0]].tolist()
+    assert mine["movieId"].tolist() == movie_features["movieId"].to_numpy()[columns[0]].tolist()
     np.testing.assert_allclose(mine["score"], best[0], rtol=1e-6)  # float32 products batch by batch
 
 

@@ -137,7 +137,7 @@ def movie_embeddings(accepted_model, movie_features: pd.DataFrame, fitted_scaler
     group_name="model",
     kinds={"numpy", "tensorflow"},
     io_manager_key=io_manager_key("ranking_model"),
-    code_version="1",
+    code_version="2",
     automation_condition=ON_ACCEPTED_MODEL_UPDATE,
     pool="training",
 )

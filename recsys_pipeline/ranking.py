@@ -245,9 +245,15 @@ def chosen_item_item_weight(ndcg_by_weight: dict[float, np.ndarray]) -> float:
     return best if gain.mean() > standard_error else EQUAL_WEIGHT
 
 
-def item_item_scorer(rated_users: np.ndarray, rated_movies: np.ndarray, n_users: int, n_movies: int, l2: float = DEFAULT_ITEM_ITEM_L2):
+def item_item_scorer(
+    rated_users: np.ndarray, rated_movies: np.ndarray, n_users: int, n_movies: int, l2: float = DEFAULT_ITEM_ITEM_L2, input_weights: np.ndarray | None = None
+):
     """`score_rows(user rows) -> users x movies` item-item scores (EASE: ridge regression of each
     movie's column on the others', zero diagonal), from the (user row, movie row) pairs a user rated.
+
+    The weights are fitted on who rated what (each pair counts 1); `input_weights` (one per pair,
+    e.g. `recency_weights`) weigh each rated movie's contribution when a user is scored, so recent
+    ratings can count more than old ones.
 
     Where users x movies is small and users are fewer than movies, every score is computed at once
     through the users x users form (Woodbury identity); otherwise the movies x movies weights are
@@ -257,26 +263,55 @@ def item_item_scorer(rated_users: np.ndarray, rated_movies: np.ndarray, n_users:
 
     rated = sp.csr_matrix((np.ones(len(rated_users)), (rated_users, rated_movies)), shape=(n_users, n_movies))
     rated.data[:] = 1.0  # a movie rated twice by one user counts once
+    scoring = rated
+    if input_weights is not None:
+        scoring = sp.csr_matrix((np.asarray(input_weights, dtype="float64"), (rated_users, rated_movies)), shape=(n_users, n_movies))
     if n_users <= n_movies and n_users * n_movies <= DENSE_SCORES_LIMIT:
         dense = rated.toarray()
         inverse = np.linalg.inv(l2 * np.eye(n_users) + dense @ dense.T)
         spread = inverse @ dense
         diagonal = (1.0 - (dense * spread).sum(axis=0)) / l2
-        scores = dense - (dense - (dense @ dense.T) @ spread) / l2 / np.maximum(diagonal, 1e-12)
+        scored = dense if input_weights is None else scoring.toarray()
+        scores = scored - (scored - (scored @ dense.T) @ spread) / l2 / np.maximum(diagonal, 1e-12)
         return lambda user_rows: scores[user_rows]
     counts = np.asarray(rated.sum(axis=0)).ravel()
     kept = np.sort(np.argsort(-counts, kind="stable")[: min(ITEM_ITEM_MAX_MOVIES, n_movies)])
     kept_rated = rated[:, kept].tocsc().tocsr()
+    kept_scoring = scoring[:, kept].tocsc().tocsr()
     precision = np.linalg.inv((kept_rated.T @ kept_rated).toarray() + l2 * np.eye(len(kept)))
     weights = -precision / np.diag(precision)
     np.fill_diagonal(weights, 0.0)
 
     def score_rows(user_rows: np.ndarray) -> np.ndarray:
         scores = np.zeros((len(user_rows), n_movies))
-        scores[:, kept] = kept_rated[user_rows] @ weights
+        scores[:, kept] = kept_scoring[user_rows] @ weights
         return scores
 
     return score_rows
+
+
+def age_ranks(user_ids: np.ndarray, timestamps: np.ndarray, movie_ids: np.ndarray) -> np.ndarray:
+    """Each rating's age rank among its user's ratings: 0 for the latest, 1 for the one before, ...
+
+    Ratings are ordered by (timestamp, movieId): a quarter of ml-latest-small's ratings share their
+    user's timestamp second with another, and the movieId makes their order the same on every run
+    and every row order of the file.
+    """
+    user_ids, timestamps, movie_ids = (np.asarray(values) for values in (user_ids, timestamps, movie_ids))
+    order = np.lexsort((-movie_ids, -timestamps, user_ids))  # each user's latest first
+    users = user_ids[order]
+    first = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
+    ranks = np.empty(len(order), dtype="int64")
+    ranks[order] = np.arange(len(order)) - np.repeat(first, np.diff(np.r_[first, len(order)]))
+    return ranks
+
+
+def recency_weights(age_ranks: np.ndarray, half_life: float) -> np.ndarray:
+    """0.5 ** (age rank / half_life): the latest rating counts 1, one `half_life` ratings older 0.5;
+    an infinite half-life weighs every rating 1."""
+    if np.isinf(half_life):
+        return np.ones(len(age_ranks))
+    return 0.5 ** (np.asarray(age_ranks, dtype="float64") / half_life)
 
 
 def content_vectors(kernels, biases, scaled_user_features: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
 """How the pipeline's steps fit together, without Dagster: ingest, split, features, scalers, a
-candidate model, its embeddings and its evaluation.
+candidate rating model, its embeddings, the ranking model, its evaluation and the served lists.
 
 The Dagster assets (recsys_pipeline.orchestration.assets), the benchmarks (bench/) and the tests
 call these functions, so the story is written once. Every feature and scaler is computed from the

@@ -30,6 +30,7 @@ def _written(artifacts: Path) -> dict[str, int]:
     return {path.name: path.stat().st_mtime_ns for path in artifacts.iterdir() if path.suffix != ".json" or path.name == "fitted_scalers.json"}
 
 
+@pytest.mark.slow
 def test_cli_selections_rebuild_exactly_what_they_name(synthetic_movielens_dir, tmp_path):
     """`*` builds everything; `trained_model*` retrains and rebuilds everything downstream from the
     stored features; `raw_ratings+` (one asset of the ingest step and its children) reingests the

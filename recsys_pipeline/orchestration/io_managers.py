@@ -1,7 +1,7 @@
 """IO managers: one file per asset under a configurable base path, written atomically.
 
-Tables are Parquet, arrays `.npy`, scaler parameters JSON and the model `.keras`; nothing is
-pickled. Local files are written to a temporary file beside the target and renamed over it, so a
+Tables are Parquet, arrays `.npy`, the exported ranking model's arrays `.npz`, scaler parameters
+JSON and the rating model `.keras`; nothing is pickled. Local files are written to a temporary file beside the target and renamed over it, so a
 failed or killed run leaves the previous artifact intact. On an object store each artifact is
 serialised to a local scratch file and streamed up in one `put_file` (a reader sees the previous
 object or the new one), and read back by streaming it down with `get_file`: neither direction holds

@@ -1,4 +1,4 @@
-"""Evaluation: the accepted model against the baselines, on the same split, in the same run."""
+"""Evaluation: the accepted rating model and the served ranking beside their baselines, on the same split, in the same run."""
 
 import dagster as dg
 import pandas as pd

@@ -1,5 +1,5 @@
-"""Model: a candidate trained on the training rows, accepted only through the regression gate, and
-the accepted model's movie embeddings."""
+"""Model: a rating model trained on the training rows, accepted only through the regression gate, the
+accepted model's movie embeddings, and the ranking model trained on its towers that orders what users see."""
 
 import dagster as dg
 import numpy as np

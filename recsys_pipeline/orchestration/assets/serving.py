@@ -23,8 +23,8 @@ RELEASED_METRICS = ("test_rmse", "test_mae")
     automation_condition=ON_ACCEPTED_MODEL_UPDATE,
 )
 def release(context: dg.AssetExecutionContext, config: ReleaseConfig, release_store: ReleaseStore) -> dg.MaterializeResult:
-    """Copies every artifact a consumer reads (model, scalers, features, embeddings, similar movies,
-    evaluation) into a new immutable release with a manifest of their SHA-256, then makes it current
+    """Copies every artifact a consumer reads (layout.RELEASED_ASSETS: features, scalers, the models,
+    embeddings, similar movies, evaluation, the served lists) into a new immutable release with a manifest of their SHA-256, then makes it current
     in one atomic step. Runs only after all of them materialized and passed their blocking checks,
     so a failed, refused, gated or interrupted run leaves the current release as it was. The
     regression gate compares later candidates with this release's validation RMSE."""

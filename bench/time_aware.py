@@ -93,20 +93,21 @@ def run_split(p: dict, seed: int, settings: sequential.SequentialSettings, today
             print(f"  epoch {epoch + 1}: loss {loss:.4f} val NDCG@10 {score:.4f} ({time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    model, history = sequential.train_sequential(data, replace(settings, seed=seed), validate, log)
+    known = p["sequences"]["known"]
+    trained = sequential.train_sequential(data, replace(settings, seed=seed), validate, log, known if settings.refit_epochs else None)
     training_seconds = time.perf_counter() - started
+    model, history = trained.validated, trained.history
     # Item-item: half-life and blend weight on validation (EASE fitted on training ratings).
     chosen = time.perf_counter()
     item_item_train = sequential.RecencyItemItem(*pairs["train"], n_users, n_movies, EASE_LAMBDA)
     half_life, by_half_life = sequential.choose_half_life(item_item_train, data.sequences, n_movies, validation_ndcg)
     weight, by_weight = sequential.choose_blend_weight(model, data.sequences, data.user_content, item_item_train, half_life, validation_ndcg)
-    model = replace(model, item_item_weight=weight, item_item_half_life=half_life, item_item_l2=EASE_LAMBDA)
+    model = replace(trained.model, item_item_weight=weight, item_item_half_life=half_life, item_item_l2=EASE_LAMBDA)
     choosing_seconds = time.perf_counter() - chosen
     if verbose:
         print(f"  half-life {half_life} {by_half_life}; weight {weight} {by_weight}", file=sys.stderr, flush=True)
 
     # Test: every user known by training + validation ratings.
-    known = p["sequences"]["known"]
     item_item = sequential.RecencyItemItem(*pairs["known"], n_users, n_movies, EASE_LAMBDA)
     counts = np.bincount(pairs["known"][1], minlength=n_movies)
     popularity = evaluation.popularity_scores(counts)
@@ -118,6 +119,8 @@ def run_split(p: dict, seed: int, settings: sequential.SequentialSettings, today
         "recency-weighted EASE (half-life 10, fixed)": item_item.scorer(known, 10.0, n_movies),
         "most popular": lambda rows: np.broadcast_to(popularity, (len(rows), n_movies)),
     }
+    if trained.model is not trained.validated:
+        scorers["time-aware towers alone, not refitted (ablation)"] = sequential.two_tower_scorer(trained.validated, known, data.user_content)
     extra = {}
     if today:
         scorers.update(today_scorers(p, seed, extra))
@@ -126,7 +129,7 @@ def run_split(p: dict, seed: int, settings: sequential.SequentialSettings, today
     for name, values in figures.items():
         row = {"model": name.split(" (")[0] if name.startswith(("served", "recency-weighted EASE alone")) else name}
         row.update({metric: float(np.mean(values[metric])) for metric in METRICS})
-        if name.startswith("time-aware"):
+        if name == "time-aware towers alone":
             row.update(training_seconds=training_seconds, epochs=len(history["loss"]), best_epoch=int(np.argmax(history["val_ndcg_at_10"])) + 1, choosing_seconds=choosing_seconds)
         if name.startswith("served"):
             row.update(item_item_weight=weight, half_life=half_life)
@@ -184,6 +187,7 @@ def main() -> None:
     parser.add_argument("--dimensions", type=int, default=sequential.SequentialSettings.dimensions)
     parser.add_argument("--negatives", default=sequential.ALL_MOVIES, choices=(sequential.ALL_MOVIES, sequential.IN_BATCH))
     parser.add_argument("--budget", type=float, default=sequential.SequentialSettings.time_budget_s, help="seconds of training at most")
+    parser.add_argument("--refit-epochs", type=int, default=sequential.SequentialSettings.refit_epochs, help="epochs on train + validation after early stopping")
     parser.add_argument("--no-gaps", action="store_true")
     parser.add_argument("--no-user-content", action="store_true")
     parser.add_argument("--no-mask-history", action="store_true")
@@ -212,6 +216,7 @@ def main() -> None:
         user_content=not args.no_user_content,
         mask_history=not args.no_mask_history,
         time_budget_s=args.budget,
+        refit_epochs=args.refit_epochs,
     )
     print(settings, file=sys.stderr)
     movies = movielens.read_movies(args.data)

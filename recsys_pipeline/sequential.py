@@ -73,13 +73,13 @@ class SequentialSettings:
     negatives: str = ALL_MOVIES
     epochs: int = 20
     batch_size: int = 256
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     patience: int = 2
     # Prefixes of each user per epoch (fresh ones each epoch); None = every prefix of every user.
     prefixes_per_user: int | None = 32
     recent: float = 0.0  # > 0: prefixes drawn more often toward the end of a user's sequence
     seed: int = 47005
-    refit_epochs: int = 1  # epochs on every known rating after early stopping (with `refit`)
+    refit_epochs: int = 2  # epochs on every known rating after early stopping (with `refit`)
     time_budget_s: float = math.inf  # stop after the epoch that passes this many seconds of training
 
 

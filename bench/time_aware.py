@@ -21,7 +21,6 @@ Usage: PYTHONPATH=. nice -n 5 .venv/bin/python bench/time_aware.py [--seeds 4700
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from dataclasses import replace
@@ -165,7 +164,8 @@ def summary(results: list[dict]) -> str:
         cells = []
         for column in columns:
             values = group[column].dropna().tolist()
-            cells.append("–" if not values else f"{statistics.mean(values):.4f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}")
+            # numpy, not statistics: a half-life may be inf (plain EASE chosen).
+            cells.append("–" if not values else f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}")
         lines.append(f"| {split} | {model} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -229,10 +229,10 @@ def main() -> None:
                 row = {"split": method, "seed": seed, **row}
                 results.append(row)
                 print(json.dumps(row), flush=True)
-    print()
-    print(summary(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    print()
+    print(summary(results))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ order is encoded by the same function (`visitor_scores`).
 
 The item-item term of the served blend is EASE (Steck 2019) fed a recency-weighted history: each
 rated movie weighted 0.5^(age rank / half-life), `recency_weights` and `RecencyItemItem`; the half
-life and the blend weight are chosen on validation (`choose_item_item`). It belongs beside
+life and the blend weight are chosen on validation (`choose_half_life`, `choose_blend_weight`). It belongs beside
 ranking.item_item_scorer when the pipeline adopts it.
 
 Importing this module does not import TensorFlow; `train_sequential` does.

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import layout, ranking, recommend, releases
+from recsys_pipeline import layout, recommend, releases
+from recsys_pipeline.sequential import SequentialModel
 from recsys_pipeline.settings import SettingsError, data_dir_from_environment
 from recsys_pipeline.standardisation import FittedScalers
 
@@ -93,8 +94,8 @@ class Artifacts:
             )
         return embeddings
 
-    def ranking_model(self) -> ranking.RankingModel:
-        return self._read("ranking_model", ranking.RankingModel.load)
+    def ranking_model(self) -> SequentialModel:
+        return self._read("ranking_model", SequentialModel.load)
 
 
 # --- commands -------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from recsys_pipeline import features, similarity
-from recsys_pipeline.ranking import RankingModel, top_movies, visitor_scores
+from recsys_pipeline.ranking import top_movies, visitor_scores
+from recsys_pipeline.sequential import SequentialModel
 from recsys_pipeline.standardisation import FittedScalers, TargetScaler
 
 CLOSE_MATCHES = 5
@@ -271,14 +272,14 @@ def genre_profile_candidates(genre_ratings: Sequence[tuple[str, float]], movie_f
 
 
 def new_user_listing(
-    genre_ratings: Sequence[tuple[str, float]], model: RankingModel, scalers: FittedScalers, movie_features: pd.DataFrame, k: int, min_ratings: int = 0
+    genre_ratings: Sequence[tuple[str, float]], model: SequentialModel, scalers: FittedScalers, movie_features: pd.DataFrame, k: int, min_ratings: int = 0
 ) -> pd.DataFrame:
     """The `k` best movies for a new user known only by genre ratings: scored by the ranking model
     from the user's features alone (no history), among the movies genre_profile_candidates admits
     that have at least `min_ratings` training ratings."""
     scaled_user = scalers.user.transform(genre_profile_features(genre_ratings, movie_features, scalers.target))
     allowed = genre_profile_candidates(genre_ratings, movie_features) & (movie_features["rating_count"].to_numpy() >= min_ratings)
-    return ranked_listing(movie_features, visitor_scores(model, scaled_user, [], movie_features["movieId"].to_numpy()), k, ~allowed)
+    return ranked_listing(movie_features, visitor_scores(model, [], scaled_user[0], movie_features["movieId"].to_numpy()), k, ~allowed)
 
 
 def ranked_listing(movie_features: pd.DataFrame, scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> pd.DataFrame:

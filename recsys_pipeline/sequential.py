@@ -1,4 +1,4 @@
-"""What a person watches next: a time-aware two-tower ranking model (issue 16).
+"""What a person watches next: the time-aware two-tower ranking model.
 
 The movie side is the seed's: a movie ID embedding plus a projection of the movie's scaled content
 features (year, one-hot genres, rating count, shrunk mean and spread: the movie tower's input), and
@@ -15,7 +15,7 @@ a movie bias. The user side reads the user's rated movies IN ORDER, latest first
     user vector     u = encoder(history) · W_out + user content (scaled per-genre averages) · W_c + b
     score           u · (E_out[movie] + content · W_m) + movie bias
 
-Training predicts, from every prefix of a user's training sequence, the next `targets` movies
+Training predicts, from prefixes of a user's training sequence, the next `targets` movies
 with a softmax over the whole catalogue (full cross-entropy, gSASRec / Klenitskiy & Vasilev 2023),
 the prefix's own movies masked out of the softmax (they are never candidates when serving). For
 catalogues where examples × movies logits per batch are too many, `negatives="in_batch"` is the
@@ -27,11 +27,7 @@ The export, `SequentialModel`, is plain numpy arrays (an .npz) and `SequentialMo
 is the numpy encoder; serving never imports TensorFlow. A visitor known by a handful of movies in
 order is encoded by the same function (`visitor_scores`).
 
-The item-item term of the served blend is EASE (Steck 2019) fed a recency-weighted history: each
-rated movie weighted 0.5^(age rank / half-life), `recency_weights` and `RecencyItemItem`; the half
-life and the blend weight are chosen on validation (`choose_half_life`, `choose_blend_weight`). It belongs beside
-ranking.item_item_scorer when the pipeline adopts it.
-
+The served score blends these towers with an item-item term (recsys_pipeline.ranking.Ranker).
 Importing this module does not import TensorFlow; `train_sequential` does.
 """
 
@@ -45,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys_pipeline import ranking
+from recsys_pipeline.settings import RankingSettings
 
 POOL, ATTENTION = "pool", "attention"
 ENCODERS = (POOL, ATTENTION)
@@ -54,33 +50,6 @@ ALL_MOVIES, IN_BATCH = "all", "in_batch"
 GAP_BUCKETS = 12
 SECONDS_PER_DAY = 86_400.0
 LAYER_NORM_EPSILON = 1e-3
-# Half-lives (in ratings) of the recency-weighted item-item term tried on validation; inf = plain EASE.
-HALF_LIVES = (5.0, 10.0, 20.0, 40.0, math.inf)
-DEFAULT_ITEM_ITEM_L2 = 100.0
-
-
-@dataclass(frozen=True)
-class SequentialSettings:
-    """How the time-aware two-tower is built and trained."""
-
-    dimensions: int = 64
-    max_history: int = 50  # the last N rated movies the user encoder reads
-    encoder: str = POOL
-    gaps: bool = True  # add a time-gap bucket embedding to each history item
-    user_content: bool = True  # add a projection of the user's scaled features
-    targets: int = 10  # each prefix predicts the next `targets` movies
-    mask_history: bool = True  # the prefix's movies are left out of the softmax
-    negatives: str = ALL_MOVIES
-    epochs: int = 20
-    batch_size: int = 256
-    learning_rate: float = 1e-2
-    patience: int = 2
-    # Prefixes of each user per epoch (fresh ones each epoch); None = every prefix of every user.
-    prefixes_per_user: int | None = 32
-    recent: float = 0.0  # > 0: prefixes drawn more often toward the end of a user's sequence
-    seed: int = 47005
-    refit_epochs: int = 2  # epochs on every known rating after early stopping (with `refit`)
-    time_budget_s: float = math.inf  # stop after the epoch that passes this many seconds of training
 
 
 # --- sequences ------------------------------------------------------------------------------------
@@ -116,6 +85,9 @@ def user_sequences(user_rows, movie_rows, timestamps, n_users: int, movie_ids=No
 def _windows(seq: Sequences, users: np.ndarray, cuts: np.ndarray, max_history: int, pad: int):
     """History of each (user, cut): the user's movies before position `cut` of their sequence, the
     last max_history of them latest first (column = recency rank), `pad` beyond; gap buckets; lengths."""
+    if len(seq.movies) == 0:  # nobody has a history: a visitor known by genre ratings alone
+        nothing = np.zeros((len(users), max_history), "int32")
+        return nothing + pad, nothing, np.zeros(len(users), "int32")
     rank = np.arange(max_history)
     position = cuts[:, None] - 1 - rank[None, :]
     valid = position >= 0
@@ -158,7 +130,7 @@ class SequentialModel:
     # Served score = standardised towers + item_item_weight × standardised recency-weighted EASE.
     item_item_weight: float = 0.0
     item_item_half_life: float = math.inf
-    item_item_l2: float = DEFAULT_ITEM_ITEM_L2
+    item_item_l2: float = 100.0
 
     @property
     def max_history(self) -> int:
@@ -272,15 +244,6 @@ class SequentialModel:
         sequence = Sequences(np.array([0, len(rows)]), rows.astype("int64"), times)
         return self.scores(self.user_vectors(sequence, np.array([0]), None if content is None else np.asarray(content)[None]))[0]
 
-    def visitor_top_movies(self, movie_ids, k: int, timestamps=None, content=None) -> np.ndarray:
-        """The visitor's k best movieIds, never one they named."""
-        scores = self.visitor_scores(movie_ids, timestamps, content)
-        named = self.movie_rows(np.asarray(movie_ids, dtype="int64"))
-        excluded = np.zeros(len(scores), dtype=bool)
-        excluded[named[named >= 0]] = True
-        columns, _ = ranking.top_movies(scores[None], k, excluded[None])
-        return self.movie_ids[columns[0]]
-
 
 def _masked_softmax(logits: np.ndarray, valid: np.ndarray) -> np.ndarray:
     logits = np.where(valid, logits, -1e9).astype("float32")
@@ -293,55 +256,6 @@ def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarra
     mean = x.mean(axis=-1, keepdims=True)
     variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
     return (x - mean) / np.sqrt(variance + LAYER_NORM_EPSILON) * gamma + beta
-
-
-# --- the recency-weighted item-item term ----------------------------------------------------------
-
-
-def recency_weights(sequences: Sequences, half_life: float) -> np.ndarray:
-    """Weight of each rating of `sequences` (flat order): 0.5^(age rank / half_life), age rank 0 = the
-    user's latest rating; half_life inf gives ones (plain EASE)."""
-    lengths = sequences.lengths
-    position = np.arange(len(sequences.movies)) - np.repeat(sequences.starts[:-1], lengths)
-    age = np.repeat(lengths, lengths) - 1 - position
-    return np.ones(len(age)) if math.isinf(half_life) else np.power(0.5, age / half_life)
-
-
-class RecencyItemItem:
-    """EASE (ridge regression of each movie's column on the others', zero diagonal) fitted on who rated
-    what (binary), and fed a weighted input: scores = Z · B with Z the recency-weighted history.
-
-    Held in the users × users (Woodbury) form, like ranking.item_item_scorer's dense path, so
-    scoring needs neither a movies × movies matrix nor its inverse."""
-
-    def __init__(self, user_rows, movie_rows, n_users: int, n_movies: int, l2: float = DEFAULT_ITEM_ITEM_L2):
-        import scipy.sparse as sp
-
-        rated = sp.csr_matrix((np.ones(len(user_rows)), (user_rows, movie_rows)), shape=(n_users, n_movies))
-        rated.data[:] = 1.0
-        self.fitted = rated.toarray()
-        self.l2 = l2
-        self.inverse = np.linalg.inv(l2 * np.eye(n_users) + self.fitted @ self.fitted.T)
-        spread = self.inverse @ self.fitted
-        # diag of P = (X'X + l2 I)^-1, times l2.
-        self.diagonal = np.maximum(1.0 - (self.fitted * spread).sum(axis=0), 1e-12)
-        self.spread = spread
-
-    def scores(self, weighted: np.ndarray) -> np.ndarray:
-        """Scores of weighted history rows Z [B, M]: Z - Z·P / diag(P), P = (X'X + l2 I)^-1."""
-        weighted = np.asarray(weighted, dtype="float64")
-        z_p = weighted - (weighted @ self.fitted.T) @ self.spread  # l2 · Z·P
-        return weighted - z_p / self.diagonal
-
-    def scorer(self, sequences: Sequences, half_life: float, n_movies: int):
-        """`score_rows(user rows)` of users known by `sequences`, weighted with `half_life`."""
-        import scipy.sparse as sp
-
-        lengths = sequences.lengths
-        users = np.repeat(np.arange(len(lengths)), lengths)
-        weighted = sp.csr_matrix((recency_weights(sequences, half_life), (users, sequences.movies)), shape=(len(lengths), n_movies))
-        weighted.sum_duplicates()
-        return lambda user_rows: self.scores(weighted[user_rows].toarray())
 
 
 # --- training -------------------------------------------------------------------------------------
@@ -360,7 +274,7 @@ class TrainingData:
 class _Towers:
     """The trainable arrays, as Keras variables, and the TensorFlow forward pass the numpy encoder mirrors."""
 
-    def __init__(self, n_movies: int, movie_features: int, user_features: int, settings: SequentialSettings):
+    def __init__(self, n_movies: int, movie_features: int, user_features: int, settings: RankingSettings):
         import keras
 
         keras.utils.set_random_seed(settings.seed)
@@ -474,15 +388,15 @@ class _Towers:
         )
 
 
-def training_prefixes(sequences: Sequences, per_user: int | None, rng: np.random.Generator, recent: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def training_prefixes(sequences: Sequences, per_user: int, rng: np.random.Generator, recent: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(user, cut) of the prefixes an epoch trains on, shuffled: the history is the user's movies
-    before the cut, the targets the movies from it. `per_user` None: every cut 1..n-1 of each
+    before the cut, the targets the movies from it. `per_user` 0: every cut 1..n-1 of each
     sequence (heavy users dominate); else `per_user` cuts of each user drawn with replacement, each
     user counting alike as in the per-user metrics. With `recent` > 0 a cut's chance grows toward
     the end of the sequence, as exp(recent · position / n)."""
     lengths = sequences.lengths
     counts = np.maximum(lengths - 1, 0)
-    if per_user is None:
+    if per_user == 0:
         users = np.repeat(np.arange(len(lengths)), counts)
         cuts = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + 1
     else:
@@ -506,7 +420,7 @@ def _targets(sequences: Sequences, users: np.ndarray, cuts: np.ndarray, k: int) 
 
 def train_sequential(
     data: TrainingData,
-    settings: SequentialSettings,
+    settings: RankingSettings,
     validate: Callable[[SequentialModel], float] | None = None,
     on_epoch_end: Callable[[int, float, float | None], None] | None = None,
     refit: Sequences | None = None,
@@ -604,8 +518,6 @@ def train_sequential(
             on_epoch_end(epoch, history["loss"][-1], score)
         if validate is not None and waited >= settings.patience:
             break
-        if time.perf_counter() - started > settings.time_budget_s:
-            break
     refitted = None
     if refit is not None:
         if best_weights is not None:
@@ -637,7 +549,7 @@ class Trained:
         return int(np.argmax(scores)) + 1 if scores else len(self.history["loss"])
 
 
-def keras_user_vectors(model_settings: SequentialSettings, model: SequentialModel, history, gaps, lengths, content) -> np.ndarray:
+def keras_user_vectors(model_settings: RankingSettings, model: SequentialModel, history, gaps, lengths, content) -> np.ndarray:
     """The TensorFlow encoder run on an exported model's arrays (for checking the numpy encoder)."""
     import tensorflow as tf
 
@@ -653,37 +565,3 @@ def keras_user_vectors(model_settings: SequentialSettings, model: SequentialMode
     }
     content = np.zeros((len(history), 0), "float32") if not model_settings.user_content else np.asarray(content, "float32")
     return towers.users(tf.constant(model.history_vectors), tf.constant(history, "int32"), tf.constant(gaps, "int32"), tf.constant(lengths, "int32"), tf.constant(content)).numpy()
-
-
-# --- the served blend -----------------------------------------------------------------------------
-
-
-def two_tower_scorer(model: SequentialModel, sequences: Sequences, user_content: np.ndarray | None):
-    """`score_rows(user rows)`: the towers' scores of users known by `sequences`."""
-    return lambda user_rows: model.scores(model.user_vectors(sequences, user_rows, user_content))
-
-
-def served_scorer(model: SequentialModel, sequences: Sequences, user_content, item_item: RecencyItemItem | None):
-    """`score_rows(user rows)` of the served blend: standardised towers + weight × standardised
-    recency-weighted EASE (`item_item` fitted on the ratings the users are known by)."""
-    towers = two_tower_scorer(model, sequences, user_content)
-    if item_item is None or model.item_item_weight == 0:
-        return lambda user_rows: ranking.standardised(towers(user_rows))
-    items = item_item.scorer(sequences, model.item_item_half_life, len(model.movie_ids))
-    return lambda user_rows: ranking.blend(towers(user_rows), items(user_rows), model.item_item_weight)
-
-
-def choose_half_life(item_item: RecencyItemItem, sequences: Sequences, n_movies: int, validation_ndcg, half_lives=HALF_LIVES) -> tuple[float, dict[float, float]]:
-    """The half-life whose recency-weighted EASE has the best validation NDCG@10 (`validation_ndcg`:
-    {key: score_rows} -> {key: per-user NDCG}), and each one's mean."""
-    by_half_life = validation_ndcg({h: item_item.scorer(sequences, h, n_movies) for h in half_lives})
-    means = {h: float(np.mean(v)) for h, v in by_half_life.items()}
-    return max(means, key=means.get), means
-
-
-def choose_blend_weight(model: SequentialModel, sequences: Sequences, user_content, item_item: RecencyItemItem, half_life: float, validation_ndcg, weights=ranking.ITEM_ITEM_WEIGHTS) -> tuple[float, dict[float, float]]:
-    """The item-item weight (ranking.chosen_item_item_weight's rule on validation NDCG@10) and each weight's mean."""
-    towers = two_tower_scorer(model, sequences, user_content)
-    items = item_item.scorer(sequences, half_life, len(model.movie_ids))
-    by_weight = validation_ndcg(ranking.blends_by_weight(towers, items, weights))
-    return ranking.chosen_item_item_weight(by_weight), {w: float(np.mean(v)) for w, v in by_weight.items()}

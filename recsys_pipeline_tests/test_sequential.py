@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from recsys_pipeline import ranking, sequential
+from recsys_pipeline.settings import RankingSettings
 
 N_MOVIES, N_USERS, LENGTH = 30, 240, 10
-SETTINGS = sequential.SequentialSettings(
+SETTINGS = RankingSettings(
     dimensions=16,
     max_history=3,
     gaps=False,
@@ -97,38 +98,29 @@ def test_seeded_runs_are_identical(trained):
     assert again.history["loss"] == trained.history["loss"]
 
 
+def visitor_top(model, named, k):
+    """The visitor's k best movieIds as served: towers scores, never a movie they named."""
+    movie_ids = model.movie_ids
+    scores = ranking.visitor_scores(model, named, None, movie_ids)
+    columns, _ = ranking.top_movies(scores[None], k, np.isin(movie_ids, named)[None])
+    return movie_ids[columns[0]]
+
+
 def test_a_visitor_is_scored_by_the_same_encoder_and_never_shown_what_they_named(trained):
     model = trained.model
     named = [105, 106, 107]  # an ascending walk: next is 108
-    top = model.visitor_top_movies(named, k=N_MOVIES - len(named))
+    top = visitor_top(model, named, k=N_MOVIES - len(named))
     assert not set(named) & set(top.tolist())
     assert len(top) == N_MOVIES - len(named)
     assert top[0] == 108
-    assert model.visitor_top_movies(named[::-1], k=1)[0] == 104
+    assert visitor_top(model, named[::-1], k=1)[0] == 104
     # Unknown movies are skipped.
-    assert model.visitor_top_movies([99_999, *named], k=1)[0] == 108
-
-
-def test_recency_weights_halve_every_half_life():
-    sequences = sequential.user_sequences(np.array([0, 0, 0, 1]), np.array([2, 0, 1, 3]), np.array([30, 10, 20, 5]), 2)
-    np.testing.assert_array_equal(sequences.movies, [0, 1, 2, 3])
-    np.testing.assert_allclose(sequential.recency_weights(sequences, 1.0), [0.25, 0.5, 1.0, 1.0])
-    np.testing.assert_array_equal(sequential.recency_weights(sequences, np.inf), np.ones(4))
+    assert visitor_top(model, [99_999, *named], k=1)[0] == 108
 
 
 def test_same_second_ratings_are_ordered_by_movie_id():
     sequences = sequential.user_sequences(np.zeros(3, int), np.array([0, 1, 2]), np.array([5, 5, 1]), 1, movie_ids=np.array([30, 10, 20]))
     np.testing.assert_array_equal(sequences.movies, [2, 1, 0])
-
-
-def test_recency_item_item_without_decay_is_ease():
-    rng = np.random.default_rng(0)
-    users, movies = np.nonzero(rng.random((12, 20)) < 0.3)
-    times = rng.integers(0, 1000, len(users))
-    item_item = sequential.RecencyItemItem(users, movies, 12, 20, l2=5.0)
-    sequences = sequential.user_sequences(users, movies, times, 12)
-    rows = np.arange(12)
-    np.testing.assert_allclose(item_item.scorer(sequences, np.inf, 20)(rows), ranking.item_item_scorer(users, movies, 12, 20, 5.0)(rows), atol=1e-9)
 
 
 def test_in_batch_negatives_with_log_q_train():

@@ -24,7 +24,7 @@ from upath import UPath
 
 from recsys_pipeline.atomic import atomic_target
 from recsys_pipeline.layout import EXTENSIONS, asset_format
-from recsys_pipeline.ranking import RankingModel
+from recsys_pipeline.sequential import SequentialModel
 from recsys_pipeline.orchestration.config import refuse_bad_run_config
 
 
@@ -107,11 +107,11 @@ class RankingModelIOManager(_ArtifactIOManager):
 
     extension = EXTENSIONS["npz"]
 
-    def write(self, obj: RankingModel, path: Path) -> None:
+    def write(self, obj: SequentialModel, path: Path) -> None:
         obj.save(path)
 
-    def read(self, path: Path) -> RankingModel:
-        return RankingModel.load(path)
+    def read(self, path: Path) -> SequentialModel:
+        return SequentialModel.load(path)
 
 
 class CandidateIOManager(_ArtifactIOManager):

@@ -50,15 +50,15 @@ def release(context: dg.AssetExecutionContext, config: ReleaseConfig, release_st
     )
 
 
-@dg.asset(group_name="serving", kinds={"pandas", "parquet"}, code_version="2", automation_condition=ON_ACCEPTED_MODEL_UPDATE)
+@dg.asset(group_name="serving", kinds={"pandas", "parquet"}, code_version="3", automation_condition=ON_ACCEPTED_MODEL_UPDATE)
 def user_recommendations(
     config: RecommendationsConfig, ranking_model, rating_splits: pd.DataFrame, user_genre_averages: pd.DataFrame, movie_features: pd.DataFrame, fitted_scalers: dict
 ) -> dg.MaterializeResult[pd.DataFrame]:
     """For every user, the top_n movies they have not rated (no rating in any split), best first:
     userId, rank (1 = best), movieId, title, score (the served, unclipped score). What a downstream
     service loads, and what `recsys recommend --user` prints. The same ranker model_evaluation
-    measured, fed with every rating: each user's history and the item-item weights come from all
-    the ratings of the source, not only the training split."""
+    measured, fed with every rating: each user's history in order (their latest ratings included)
+    and the item-item term come from all the ratings of the source, not only the training split."""
     table = workflow.recommendations(ranking_model, rating_splits, user_genre_averages, movie_features, FittedScalers.from_dict(fitted_scalers), config.top_n)
     return dg.MaterializeResult(
         value=table,

@@ -2,11 +2,13 @@
 shuffled, earlier slices of time, users with very few ratings (recsys_pipeline.subsets), under
 both split methods. A check that fails on such data stops a good run (issue 18)."""
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
 from recsys_pipeline import splits, subsets, workflow
+from recsys_pipeline.definitions import build_definitions
 from recsys_pipeline.orchestration import checks
 
 
@@ -61,3 +63,15 @@ def test_split_shares_allow_for_rounding_but_not_for_a_skewed_split(method):
     skewed["split"] = pd.Categorical(np.where(np.arange(len(ratings)) % 2 == 0, "test", "train"), categories=list(splits.SPLITS))
     problems = splits.partition_problems(skewed, len(ratings), splits.DEFAULT_FRACTIONS, method)
     assert any(problem.startswith("test holds 50") for problem in problems), problems
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_every_check_passes_on_half_the_users_of_the_real_data(real_movielens_dir, tmp_path):
+    """The whole graph on half of the users (a subset of the kind on which another machine's BLAS
+    made the distance matrix asymmetric): every asset materializes and every check passes."""
+    source = subsets.write_variant(real_movielens_dir, tmp_path / "movielens", "half_the_users", seed=0)
+    job = build_definitions(str(source), tmp_path / "data").resolve_job_def("recsys_pipeline")
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert [event.check_name for event in result.get_asset_check_evaluations() if not event.passed] == []
+    assert result.success

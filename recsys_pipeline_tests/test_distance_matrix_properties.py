@@ -27,7 +27,7 @@ def embeddings_of_kind(kind: str, n: int, dimensions: int, seed: int) -> np.ndar
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     kind=st.sampled_from(["random", "duplicated", "near_duplicated"]),
     n=st.integers(1, 400),

@@ -89,12 +89,11 @@ def measure(ratings: pd.DataFrame, movies: pd.DataFrame, how: str, share: float,
     relevant = (pd.Index(user_ids).get_indexer(held["userId"]), pd.Index(movie_ids).get_indexer(held["movieId"]))
     ages = ranking.age_ranks(visible["userId"].to_numpy(), visible["timestamp"].to_numpy(), visible["movieId"].to_numpy())
     popularity = evaluation.popularity_scores(np.bincount(seen[1], minlength=len(movie_ids)))
+    ease = ranking.ItemItem(*seen, len(user_ids), len(movie_ids), EASE_LAMBDA)
     scorers = {
         "served (user_recommendations)": served_scorer(served, user_ids, movie_ids),
-        f"EASE (lambda {EASE_LAMBDA:g})": ranking.item_item_scorer(*seen, len(user_ids), len(movie_ids), EASE_LAMBDA),
-        f"EASE, recency-weighted history (half-life {RECENCY_HALF_LIFE:g} ratings)": ranking.item_item_scorer(
-            *seen, len(user_ids), len(movie_ids), EASE_LAMBDA, ranking.recency_weights(ages, RECENCY_HALF_LIFE)
-        ),
+        f"EASE (lambda {EASE_LAMBDA:g})": ease.scorer(),
+        f"EASE, recency-weighted history (half-life {RECENCY_HALF_LIFE:g} ratings)": ease.scorer(ranking.recency_weights(ages, RECENCY_HALF_LIFE)),
         "most popular": lambda user_rows: np.broadcast_to(popularity, (len(user_rows), len(movie_ids))),
     }
     figures = evaluation.ranking_metrics_by_scorer(scorers, seen, relevant, len(movie_ids))

@@ -1,9 +1,9 @@
 """Every setting of the pipeline, its default and its valid range, in one place (no Dagster, no TensorFlow).
 
-Two kinds: `TrainingSettings`, how the network is built and trained (the Dagster run config of
-`trained_model` is generated from it), and `EnvironmentSettings`, the RECSYS_* variables read when
-the code location loads. Both refuse an out-of-range value with one line naming the setting, before
-any work is done.
+Three kinds: `TrainingSettings`, how the rating network is built and trained, and `RankingSettings`,
+how the ranking model is trained (the Dagster run configs of `trained_model` and `ranking_model` are
+generated from them), and `EnvironmentSettings`, the RECSYS_* variables read when the code location
+loads. All refuse an out-of-range value with one line naming the setting, before any work is done.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ class SettingsError(ValueError):
     """A setting outside its valid range; the message is one line naming the setting."""
 
 
-def _setting(default: Any, help: str, **bounds: float) -> Any:
-    """A dataclass field carrying its description and bounds (ge, gt, le, lt), read by validation and the Dagster config."""
+def _setting(default: Any, help: str, **bounds: Any) -> Any:
+    """A dataclass field carrying its description and bounds (ge, gt, le, lt, or choices), read by
+    validation and the Dagster config."""
     if isinstance(default, list | tuple):
         return field(default=tuple(default), metadata={"help": help, **bounds})
     return field(default=default, metadata={"help": help, **bounds})
@@ -52,12 +53,24 @@ def out_of_bounds(value: Any, bounds: Mapping[str, float]) -> str | None:
         if isinstance(item, float) and not math.isfinite(item):
             return "a finite number"
         for name, (check, words) in BOUND_CHECKS.items():
-            if name not in bounds:
+            if name not in bounds or isinstance(item, str):
                 continue
             bound = bounds[name]
             if not check(item, bound):
                 return f"{words} {bound:g}"
     return None
+
+
+def refuse_out_of_bounds(settings: Any, kind: str) -> None:
+    """Raise SettingsError naming the first field of a settings dataclass outside its bounds or choices."""
+    for setting in fields(settings):
+        value = getattr(settings, setting.name)
+        problem = out_of_bounds(value, setting.metadata)
+        choices = setting.metadata.get("choices")
+        if problem is None and choices is not None and value not in choices:
+            problem = "one of " + ", ".join(choices)
+        if problem:
+            raise SettingsError(f"{kind} setting {setting.name}={value!r}: expected {problem}")
 
 
 @dataclass(frozen=True)
@@ -88,10 +101,7 @@ class TrainingSettings:
     seed: int = field(default=DEFAULT_SEED, metadata={"ge": 0, "le": MAX_SEED})
 
     def __post_init__(self) -> None:
-        for setting in fields(self):
-            problem = out_of_bounds(getattr(self, setting.name), setting.metadata)
-            if problem:
-                raise SettingsError(f"training setting {setting.name}={getattr(self, setting.name)!r}: expected {problem}")
+        refuse_out_of_bounds(self, "training")
         if self.out_of_fold_folds == 1:
             raise SettingsError("training setting out_of_fold_folds=1: expected 0 (in sample) or at least 2 folds")
 
@@ -105,8 +115,13 @@ class RankingSettings:
     batch_size: int = _setting(1024, "ratings per gradient step", ge=1)
     learning_rate: float = _setting(3e-3, "Adam's learning rate", gt=0)
     patience: int = _setting(3, "epochs without a better validation NDCG@10 before training stops", ge=1)
-    negatives: str = _setting("in_batch", "softmax over the batch's movies with the log-Q correction (in_batch) or over every movie (all)")
+    negatives: str = _setting(
+        "in_batch", "softmax over the batch's movies with the log-Q correction (in_batch) or over every movie (all)", choices=("in_batch", "all")
+    )
     seed: int = field(default=DEFAULT_SEED, metadata={"ge": 0, "le": MAX_SEED})
+
+    def __post_init__(self) -> None:
+        refuse_out_of_bounds(self, "ranking")
 
 
 @dataclass(frozen=True)

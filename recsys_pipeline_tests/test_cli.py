@@ -7,28 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
 from recsys_pipeline import cli, layout, ranking, recommend, releases
-from recsys_pipeline.definitions import build_definitions
 from recsys_pipeline.standardisation import FittedScalers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TWO_EPOCHS = {"ops": {"trained_model": {"config": {"epochs": 2}}}}
 LISTING_KEYS = {"rank", "movieId", "title", "genres"}
 
 
 @pytest.fixture(scope="session")
-def data_dir(synthetic_movielens_dir, tmp_path_factory) -> Path:
-    """Every asset of the graph, materialized once with a two-epoch model."""
-    data_dir = tmp_path_factory.mktemp("recsys_data")
-    defs = build_definitions(str(synthetic_movielens_dir), data_dir)
-    result = defs.resolve_job_def("recsys_pipeline").execute_in_process(run_config=TWO_EPOCHS, instance=dg.DagsterInstance.ephemeral())
-    assert result.success
-    return data_dir
+def data_dir(materialized_data_dir) -> Path:
+    return materialized_data_dir
 
 
 def artifact(data_dir: Path, name: str) -> Path:

@@ -42,6 +42,8 @@ from recsys_pipeline.orchestration.automation import (
 from recsys_pipeline.synthetic import write_movielens
 from recsys_pipeline_tests.conftest import REPO_ROOT, SMALL_SPEC
 
+pytestmark = pytest.mark.distributed
+
 WORKERS = 2
 SENSOR_TAG, SCHEDULE_TAG = "dagster/sensor_name", "dagster/schedule_name"
 SCHEDULE, SENSOR = "retrain_schedule", source_data_changed.name

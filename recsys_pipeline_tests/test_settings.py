@@ -7,8 +7,8 @@ import dagster as dg
 import pytest
 
 from recsys_pipeline.definitions import build_definitions, definitions_from_environment
-from recsys_pipeline.orchestration.config import TrainingConfig, run_config_problems, training_settings
-from recsys_pipeline.settings import DEFAULT_SEED, EnvironmentSettings, SettingsError, TrainingSettings
+from recsys_pipeline.orchestration.config import RankingConfig, TrainingConfig, ranking_settings, run_config_problems, training_settings
+from recsys_pipeline.settings import DEFAULT_SEED, EnvironmentSettings, RankingSettings, SettingsError, TrainingSettings
 
 from .conftest import REPO_ROOT
 
@@ -71,6 +71,8 @@ def test_the_dagster_command_prints_one_line_for_a_bad_variable(tmp_path):
         ("rating_splits", {"method": "alphabetical"}, "method"),
         ("rating_splits", {"train_fraction": 0.5}, "train_fraction"),
         ("embedding_distance_matrix", {"max_movies": 0}, "max_movies"),
+        ("ranking_model", {"epochs": 0}, "epochs"),
+        ("ranking_model", {"negatives": "some"}, "negatives"),
     ],
 )
 def test_bad_run_configuration_is_named(step, config, named):
@@ -90,10 +92,12 @@ def test_a_run_with_bad_configuration_materializes_nothing(synthetic_movielens_d
     assert "ops.trained_model.config.epochs=0" in reported
 
 
-def test_training_config_is_generated_from_the_settings():
+def test_run_configs_are_generated_from_the_settings():
     defaults = TrainingSettings()
     assert training_settings(TrainingConfig(), seed=defaults.seed) == defaults
     assert TrainingConfig.model_fields["epochs"].description
+    assert ranking_settings(RankingConfig(), seed=defaults.seed) == RankingSettings(seed=defaults.seed)
+    assert RankingConfig.model_fields["patience"].description
 
 
 def test_every_asset_taking_run_configuration_is_checked_before_the_run(tmp_path):

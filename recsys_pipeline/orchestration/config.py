@@ -1,8 +1,8 @@
 """Run configuration of the assets that take any, with each field's range, and the check that refuses a
 bad run configuration before any step of the run does work.
 
-`TrainingConfig` is generated from the domain's `TrainingSettings` (same names, defaults, descriptions
-and bounds), so a training default lives in one place.
+`TrainingConfig` and `RankingConfig` are generated from the domain's `TrainingSettings` and
+`RankingSettings` (same names, defaults, descriptions and bounds), so a training default lives in one place.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import dagster as dg
 import pydantic
 
 from recsys_pipeline import releases, similarity, splits
-from recsys_pipeline.settings import SettingsError, TrainingSettings
+from recsys_pipeline.settings import RankingSettings, SettingsError, TrainingSettings
 
 DEFAULT_TOP_N = 100
-# Fields of TrainingSettings that are not run configuration: the seed comes from RECSYS_SEED.
+# Fields of the settings that are not run configuration: the seed comes from RECSYS_SEED.
 NOT_CONFIGURABLE = ("seed",)
 
 
@@ -44,38 +44,59 @@ class SplitConfig(dg.Config):
 
 
 def _config_field(setting: dataclasses.Field) -> tuple[Any, Any]:
-    """The pydantic field of one TrainingSettings field: same default, description and bounds."""
+    """The pydantic field of one settings field: same default, description and bounds."""
     description = setting.metadata["help"]
     bounds = {name: setting.metadata[name] for name in ("ge", "gt", "le", "lt") if name in setting.metadata}
     if isinstance(setting.default, tuple):  # bounds apply to each item of a list
         return list[int], pydantic.Field(default=list(setting.default), min_length=1, description=description)
     if isinstance(setting.default, float):
         bounds["allow_inf_nan"] = False
+    if "choices" in setting.metadata:
+        bounds["pattern"] = "^(" + "|".join(setting.metadata["choices"]) + ")$"
     return type(setting.default), pydantic.Field(default=setting.default, description=description, **bounds)
 
 
-@pydantic.model_validator(mode="after")
-def _valid_training_settings(config: TrainingConfig) -> TrainingConfig:
-    """The checks pydantic cannot express field by field (each tower width, fold counts), from TrainingSettings."""
-    try:
-        training_settings(config, seed=0)
-    except SettingsError as error:
-        raise ValueError(str(error)) from None
-    return config
+def settings_from_config(config: dg.Config, settings_class: type, seed: int):
+    """The domain settings a run configuration describes, with the seed from RECSYS_SEED."""
+    values = {name: tuple(value) if isinstance(value, list) else value for name, value in config.model_dump().items()}
+    return settings_class(**values, seed=seed)
 
 
-TrainingConfig = pydantic.create_model(
-    "TrainingConfig",
-    __base__=dg.Config,
-    __validators__={"valid_training_settings": _valid_training_settings},
-    __doc__="Settings of the two-tower network and its training (recsys_pipeline.settings.TrainingSettings); the seed comes from RECSYS_SEED.",
-    **{setting.name: _config_field(setting) for setting in dataclasses.fields(TrainingSettings) if setting.name not in NOT_CONFIGURABLE},
+def _config_from_settings(settings_class: type, name: str, doc: str) -> type[dg.Config]:
+    """A run configuration class with a field per settings field (same names, defaults, descriptions
+    and bounds) that also refuses what only the settings' own checks see (each tower width, fold counts)."""
+
+    @pydantic.model_validator(mode="after")
+    def valid_settings(config):
+        try:
+            settings_from_config(config, settings_class, seed=0)
+        except SettingsError as error:
+            raise ValueError(str(error)) from None
+        return config
+
+    return pydantic.create_model(
+        name,
+        __base__=dg.Config,
+        __validators__={"valid_settings": valid_settings},
+        __doc__=doc,
+        **{setting.name: _config_field(setting) for setting in dataclasses.fields(settings_class) if setting.name not in NOT_CONFIGURABLE},
+    )
+
+
+TrainingConfig = _config_from_settings(
+    TrainingSettings, "TrainingConfig", "Settings of the two-tower network and its training (recsys_pipeline.settings.TrainingSettings); the seed comes from RECSYS_SEED."
+)
+RankingConfig = _config_from_settings(
+    RankingSettings, "RankingConfig", "Settings of the ranking model's training (recsys_pipeline.settings.RankingSettings); the seed comes from RECSYS_SEED."
 )
 
 
-def training_settings(config: TrainingConfig, seed: int) -> TrainingSettings:
-    values = {name: tuple(value) if isinstance(value, list) else value for name, value in config.model_dump().items()}
-    return TrainingSettings(**values, seed=seed)
+def training_settings(config: dg.Config, seed: int) -> TrainingSettings:
+    return settings_from_config(config, TrainingSettings, seed)
+
+
+def ranking_settings(config: dg.Config, seed: int) -> RankingSettings:
+    return settings_from_config(config, RankingSettings, seed)
 
 
 class DistanceMatrixConfig(dg.Config):
@@ -102,6 +123,7 @@ class RecommendationsConfig(dg.Config):
 RUN_CONFIGS: dict[str, type[dg.Config]] = {
     "rating_splits": SplitConfig,
     "trained_model": TrainingConfig,
+    "ranking_model": RankingConfig,
     "embedding_distance_matrix": DistanceMatrixConfig,
     "release": ReleaseConfig,
     "user_recommendations": RecommendationsConfig,

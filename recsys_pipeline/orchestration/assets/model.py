@@ -8,11 +8,10 @@ import pandas as pd
 from recsys_pipeline import ranking, splits, workflow
 from recsys_pipeline.orchestration.automation import ON_ACCEPTED_MODEL_UPDATE, ON_UPSTREAM_UPDATE
 from recsys_pipeline.orchestration.checks import REGRESSION_GATE, regression_gate_result
-from recsys_pipeline.orchestration.config import TrainingConfig, training_settings
+from recsys_pipeline.orchestration.config import RankingConfig, TrainingConfig, ranking_settings, training_settings
 from recsys_pipeline.orchestration.io_managers import io_manager_key
 from recsys_pipeline.orchestration.metadata import line_chart, rounded
 from recsys_pipeline.orchestration.resources import ModelGate, Reproducibility
-from recsys_pipeline.settings import RankingSettings
 from recsys_pipeline.standardisation import FittedScalers
 
 BEATS_GLOBAL_MEAN = "beats_global_mean_on_validation"
@@ -144,6 +143,7 @@ def movie_embeddings(accepted_model, movie_features: pd.DataFrame, fitted_scaler
 )
 def ranking_model(
     context: dg.AssetExecutionContext,
+    config: RankingConfig,
     reproducibility: Reproducibility,
     accepted_model,
     rating_splits: pd.DataFrame,
@@ -157,7 +157,7 @@ def ranking_model(
     training ratings) blended into the served score, chosen on validation NDCG@10 too. Exported as
     numpy arrays (recsys_pipeline.ranking).
     model_evaluation measures it; user_recommendations serves it, each user known by every movie they rated."""
-    settings = RankingSettings(seed=reproducibility.seed)
+    settings = ranking_settings(config, reproducibility.seed)
 
     def log_epoch(epoch: int, loss: float, val_ndcg: float | None) -> None:
         context.log.info(f"epoch {epoch + 1}/{settings.epochs}: loss {loss:.4f}, validation NDCG@10 {val_ndcg:.4f}")

@@ -120,11 +120,10 @@ class Snapshot:
 
     def visitor_recommendations(self, genre_ratings: list[tuple[str, float]], movies: list[int | str], k: int, min_ratings: int) -> list[dict[str, Any]]:
         liked = [movie if isinstance(movie, int) else self.find_movie(movie) for movie in movies]
-        listing = recommend.visitor_listing(self.model, self.scalers, self.movie_features, k, genre_ratings, liked, min_ratings)
-        return listing.to_dict(orient="records")
+        return records(recommend.visitor_listing(self.model, self.scalers, self.movie_features, k, genre_ratings, liked, min_ratings))
 
     def similar(self, movie_id: int, k: int) -> list[dict[str, Any]]:
-        return recommend.similar_movies(self.movie_features, self.movie_embeddings, movie_id, k).to_dict(orient="records")
+        return records(recommend.similar_movies(self.movie_features, self.movie_embeddings, movie_id, k))
 
     def movie(self, query: str) -> list[dict[str, Any]]:
         row = self.movie_rows[self.find_movie(query)]
@@ -137,6 +136,12 @@ class Snapshot:
             "val_rmse": self.manifest.get("val_rmse"),
             "metrics": self.manifest.get("metrics", {}),
         }
+
+
+def records(listing: pd.DataFrame) -> list[dict[str, Any]]:
+    """`listing.to_dict(orient="records")` with Python values, built column-wise: several times faster for a few rows."""
+    columns = [listing[name].tolist() for name in listing.columns]
+    return [dict(zip(listing.columns, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def load_snapshot(release: releases.Release) -> Snapshot:

@@ -240,7 +240,8 @@ class Server:
         self.started = threading.Condition()
         threading.Thread(target=self._drain, daemon=True).start()
         with self.started:
-            if not self.started.wait_for(lambda: sum("Application startup complete" in line for line in self.log) == workers, 300):
+            self.started.wait_for(lambda: sum("Application startup complete" in line for line in self.log) == workers or self.process.poll() is not None, 300)
+            if self.process.poll() is not None or sum("Application startup complete" in line for line in self.log) < workers:
                 raise SystemExit("recsys serve: workers did not start:\n" + "".join(self.log))
 
     def _drain(self) -> None:
@@ -248,6 +249,8 @@ class Server:
             with self.started:
                 self.log.append(line)
                 self.started.notify_all()
+        with self.started:  # the server exited
+            self.started.notify_all()
 
     def stop(self) -> None:
         self.process.terminate()

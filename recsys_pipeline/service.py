@@ -497,4 +497,4 @@ def serve(data_dir: Path, host: str, port: int, workers: int) -> None:
     else:
         from uvicorn.supervisors import Multiprocess
 
-        Multiprocess(config, target=server.run, sockets=[listener]).run()
+        Multiprocess(config, sockets=[listener]).run()

@@ -42,9 +42,10 @@ class Service:
     log: list[str] = field(default_factory=list)
     logged: threading.Condition = field(default_factory=threading.Condition)
 
-    def wait_for_log(self, text: str) -> str:
+    def wait_for_log(self, text: str, times: int = 1) -> str:
         with self.logged:
-            assert self.logged.wait_for(lambda: any(text in line for line in self.log), EVENT_SECONDS), f"no log line with {text!r}: {self.log}"
+            found = self.logged.wait_for(lambda: sum(text in line for line in self.log) >= times, EVENT_SECONDS)
+            assert found, f"not {times} log line(s) with {text!r}: {self.log}"
             return next(line for line in self.log if text in line)
 
     def wait_until_serving(self, release_id: str) -> None:
@@ -59,9 +60,9 @@ class Service:
 
 
 @contextmanager
-def running_service(data_dir: Path, wait_ready: bool = True) -> Iterator[Service]:
+def running_service(data_dir: Path, wait_ready: bool = True, workers: int = 1) -> Iterator[Service]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "recsys_pipeline.cli", "serve", "--port", "0", "--data-dir", str(data_dir)]
+    command = [sys.executable, "-m", "recsys_pipeline.cli", "serve", "--port", "0", "--workers", str(workers), "--data-dir", str(data_dir)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     try:
         first = process.stderr.readline()
@@ -76,7 +77,7 @@ def running_service(data_dir: Path, wait_ready: bool = True) -> Iterator[Service
                     service.logged.notify_all()
 
         threading.Thread(target=drain, daemon=True).start()
-        service.wait_for_log("Application startup complete")
+        service.wait_for_log("Application startup complete", times=workers)
         if wait_ready:
             assert service.client.get("/readyz").status_code == 200, service.log
         yield service
@@ -244,6 +245,15 @@ def test_the_service_imports_neither_tensorflow_nor_dagster(materialized_data_di
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_two_worker_processes_share_the_port_and_serve_the_release(materialized_data_dir, release, user_id):
+    with running_service(materialized_data_dir, workers=2) as service:
+        assert len({line for line in service.log if "Started server process" in line}) == 2
+        # A new connection per request, so that the kernel hands requests to both workers.
+        with httpx.Client(base_url=service.url, timeout=EVENT_SECONDS, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            for _ in range(10):
+                assert client.get(f"/v1/users/{user_id}/recommendations").headers["x-release-id"] == release.release_id
 
 
 # --- bad requests ---------------------------------------------------------------------------------
@@ -456,3 +466,34 @@ def test_without_a_release_it_is_alive_not_ready_and_serves_the_first_one_publis
         published = releases.publish(layout.releases_dir(tmp_path), {name: source.directory / name for name in source.manifest["files"]}, "29990101T000000Z-first", {})
         service.wait_until_serving(published.release_id)
         assert service.client.get(f"/v1/users/{user_id}/recommendations").headers["x-release-id"] == published.release_id
+
+
+# --- the same visitor from the command line -------------------------------------------------------
+
+
+def test_recommend_movies_names_ambiguous_and_unknown_titles(materialized_data_dir, movie_features, capsys):
+    sharing = movie_features[movie_features["title"].str.lower().str.contains("the")]
+    status = cli.main(["recommend", "--movies", "the", "--data-dir", str(materialized_data_dir)])
+    out, err = capsys.readouterr()
+    assert status == 1 and out == "" and f"matches {len(sharing)} movies" in err and f"[movieId {sharing['movieId'].iloc[0]}]" in err
+    _, title = unambiguous_title(movie_features)
+    misspelt = title[:2] + title[3] + title[2] + title[4:]
+    status = cli.main(["recommend", "--movies", f"{title},{misspelt}", "--data-dir", str(materialized_data_dir)])
+    out, err = capsys.readouterr()
+    assert status == 1 and f"no movie titled '{misspelt}'" in err and "Close matches:" in err
+
+
+def test_recommend_movies_prints_a_table_imports_no_tensorflow_and_nothing_on_stderr(materialized_data_dir, movie_features):
+    _, title = unambiguous_title(movie_features)
+    other_id, other_title = movie_features[movie_features["title"] != title][["movieId", "title"]].iloc[0]
+    program = (
+        "import sys\n"
+        "from recsys_pipeline.cli import main\n"
+        f"assert main(['recommend', '--movies', {title + ',' + str(other_id)!r}, '-k', '3', '--data-dir', {str(materialized_data_dir)!r}]) == 0\n"
+        "assert not {'tensorflow', 'keras', 'dagster'} & set(sys.modules), sorted({'tensorflow', 'keras', 'dagster'} & set(sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"The 3 best-ranked movies for a visitor who liked {title}, {other_title} (those are left out):"
+    assert lines[1].split() == ["rank", "movieId", "title", "genres", "score"] and len(lines) == 5

@@ -4,9 +4,9 @@
     python -m bench.bench_serving --data-dir data [--workers 1 2] [--connections 4] [--seconds 10]
 
 For each worker count: a server on 127.0.0.1 over a scratch copy of the data directory's releases;
-per endpoint, wrk at fixed concurrency for a fixed time (requests per second, p50/p95/p99 from wrk's
-own latency record), the empty endpoint (GET /v1/ping) measured before and after the others in the
-same run. Then three wrk processes (known user, visitor, similar) load the server while two
+per endpoint, 2 s of unmeasured warm-up, then wrk at fixed concurrency for a fixed time (requests per
+second, p50/p95/p99 from wrk's own latency record, checked against Little's law in the JSON), the
+empty endpoint (GET /v1/ping) measured before and after the others in the same run. Then three wrk processes (known user, visitor, similar) load the server while two
 releases are published (releases.publish, as the pipeline does) and one is rolled back
 (`recsys rollback`): every response is recorded by its release header and body, and a response
 that is not exactly what its named release answers (recomputed here from the release's files with
@@ -40,6 +40,8 @@ SEED = 47005
 POOL = 200
 K = 10
 POPULAR_TITLES = 20
+WARM_UP_SECONDS = 2
+LITTLES_LAW_TOLERANCE = 0.25
 # wrk's Lua: a pool of prebuilt requests drawn at random; figures (and, in the swap phase, every
 # response's status, release and body with its count) written as JSON to $BENCH_OUT at the end.
 LUA = r"""
@@ -75,8 +77,8 @@ end
 done = function(summary, latency, requests)
   local out = io.open(os.getenv("BENCH_OUT"), "w")
   local e = summary.errors
-  out:write(string.format('{"requests": %d, "duration_us": %d, "p50_us": %.1f, "p95_us": %.1f, "p99_us": %.1f, "max_us": %.1f, ',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
+  out:write(string.format('{"requests": %d, "duration_us": %d, "p50_us": %.1f, "p95_us": %.1f, "p99_us": %.1f, "max_us": %.1f, "mean_us": %.1f, ',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max, latency.mean))
   out:write(string.format('"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, "responses": [',
     e.connect, e.read, e.write, e.status, e.timeout))
   local first = true
@@ -126,6 +128,10 @@ def wrk(url: str, requests: list[tuple[str, str, str | None]], connections: int,
         "p95_ms": figures["p95_us"] / 1e3,
         "p99_ms": figures["p99_us"] / 1e3,
         "max_ms": figures["max_us"] / 1e3,
+        # A check on wrk's latency record: with every connection always busy, the mean latency is
+        # connections x duration / requests (Little's law); the two should be close.
+        "mean_ms": figures["mean_us"] / 1e3,
+        "closed_loop_mean_ms": connections * seconds_run * 1e3 / max(figures["requests"], 1),
         "failed": failed,
         "responses": figures["responses"],
     }
@@ -328,7 +334,10 @@ def run(data_dir: Path, workers: int, connections: int, seconds: float, scratch:
         endpoints = {}
         baseline_name = next(iter(loads))
         for name, requests in [*loads.items(), (baseline_name + " again", loads[baseline_name])]:
-            endpoints[name] = {key: value for key, value in wrk(server.url, requests, connections, seconds, scratch, f"{workers}-{len(endpoints)}").items() if key != "responses"}
+            # Unmeasured first: the first calls of each code path (and each title's first lookup) are slower.
+            wrk(server.url, requests, connections, WARM_UP_SECONDS, scratch, f"{workers}-{len(endpoints)}-warm-up")
+            measured = wrk(server.url, requests, connections, seconds, scratch, f"{workers}-{len(endpoints)}")
+            endpoints[name] = {key: value for key, value in measured.items() if key != "responses"}
         swap = swap_phase(server, served_dir, workers, connections // 2 or 1, max(seconds, 10), scratch)
     finally:
         server.stop()
@@ -344,6 +353,8 @@ def print_table(result: dict) -> None:
     for name in names:
         row = endpoints[name]
         print(f"{name:<66} {row['rps']:>8.0f} {row['rps'] / baseline:>8.2f} {row['p50_ms']:>8.2f} {row['p95_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['failed']:>7}")
+        if abs(row["mean_ms"] / row["closed_loop_mean_ms"] - 1) > LITTLES_LAW_TOLERANCE:
+            print(f"  ^ wrk's latency record disagrees with Little's law (mean {row['mean_ms']:.2f} ms vs {row['closed_loop_mean_ms']:.2f} ms): its percentiles are suspect")
     swap = result["swap"]
     print(
         f"under load, two publishes and a rollback: {swap['responses']} responses, {swap['failed']} failed, {swap['mixed']} mixed; "

@@ -48,15 +48,18 @@ class Service:
             assert found, f"not {times} log line(s) with {text!r}: {self.log}"
             return next(line for line in self.log if text in line)
 
-    def wait_until_serving(self, release_id: str) -> None:
-        """Poll /readyz until it names `release_id` (the watcher looks every 250 ms)."""
+    def wait_for_readiness(self, wanted) -> dict:
+        """Poll /readyz until its answer satisfies `wanted` (the watcher looks every 250 ms)."""
         waited = threading.Event()
         for _ in range(EVENT_SECONDS * 20):
             ready = self.client.get("/readyz")
-            if ready.status_code == 200 and ready.json()["release_id"] == release_id:
-                return
+            if ready.status_code == 200 and wanted(ready.json()):
+                return ready.json()
             waited.wait(0.05)
-        raise AssertionError(f"the service never served {release_id}: {ready.text}")
+        raise AssertionError(f"/readyz never answered as wanted: {ready.text}")
+
+    def wait_until_serving(self, release_id: str) -> None:
+        self.wait_for_readiness(lambda ready: ready["release_id"] == release_id)
 
 
 @contextmanager
@@ -295,6 +298,7 @@ def test_ambiguous_and_unknown_titles_are_400s_with_candidates(service, movie_fe
         ({"genres": {"Drama": 9}}, ["genre 'Drama' rated 9.0: ratings lie between"]),
         ({"genres": {"Drama": 4, "drama": 3}}, ["genre 'Drama' is rated twice"]),
         ({}, ["describe the visitor by 'genres'"]),
+        ({"movies": ["Heat"] * 11}, ["at most 10 movies by title per request"]),
     ],
 )
 def test_bad_visitor_values_are_400s_with_the_cli_message(service, body, details):
@@ -435,7 +439,7 @@ def test_releases_swap_whole_under_concurrent_requests(own_data_dir, movie_featu
     assert {release_id for _, release_id, _ in answers} == set(expected)
 
 
-def test_a_corrupt_new_release_is_refused_and_the_old_one_keeps_serving(own_data_dir, user_id):
+def test_a_corrupt_new_release_is_refused_and_the_old_one_keeps_serving(own_data_dir, user_id, capsys):
     good = current_release(own_data_dir)
     folder = layout.releases_dir(own_data_dir)
     # A release whose file no longer matches its manifest (a bad disk, a partial copy), made current
@@ -455,6 +459,9 @@ def test_a_corrupt_new_release_is_refused_and_the_old_one_keeps_serving(own_data
         assert str(damaged) in ready.json()["refused"]["reason"]
         assert service.client.get(f"/v1/users/{user_id}/recommendations").json() == before
         assert re.search(r"recsys_release_refusals_total 1\.0", service.client.get("/metrics").text)
+        # Rolling back to the release served clears the refusal.
+        assert cli.main(["rollback", good.release_id, "--data-dir", str(own_data_dir)]) == 0
+        assert service.wait_for_readiness(lambda ready: ready["refused"] is None)["release_id"] == good.release_id
 
 
 def test_without_a_release_it_is_alive_not_ready_and_serves_the_first_one_published(materialized_data_dir, tmp_path, user_id):

@@ -15,7 +15,7 @@ DISTRIBUTED_ROOT ?= $(CURDIR)/.distributed
 WORKERS ?= 2
 DEPLOYMENT = $(VENV)/bin/python -m recsys_pipeline.deployment --root "$(DISTRIBUTED_ROOT)" --workers $(WORKERS)
 
-.PHONY: install instance browser servers pipeline test ui recsys serve distributed-up distributed-down distributed-run
+.PHONY: install instance browser servers pipeline test test-fast ui recsys serve distributed-up distributed-down distributed-run
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,8 +60,13 @@ servers:
 pipeline: $(INSTALLED) instance
 	DAGSTER_HOME="$(DAGSTER_HOME)" $(VENV)/bin/dagster asset materialize -m recsys_pipeline.definitions --select '*'
 
+# Every test: the real data, the distributed deployment (PostgreSQL, Redis) and the UI in Chromium included.
 test: $(DISTRIBUTED) browser servers
 	$(VENV)/bin/python -m pytest
+
+# The edit loop: no real data, database, broker, browser or whole-graph subprocess runs (markers in pyproject.toml).
+test-fast: $(INSTALLED)
+	$(VENV)/bin/python -m pytest -m "not real_data and not distributed and not browser and not slow"
 
 # The `recsys` command from the project's environment, e.g. make recsys ARGS='similar "The Matrix"'
 recsys: $(INSTALLED)

@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from bench.common import REPO, machine
-from recsys_pipeline import layout, ranking, recommend, releases
+from recsys_pipeline import layout, recommend, releases
+from recsys_pipeline.sequential import SequentialModel
 from recsys_pipeline.standardisation import FittedScalers
 
 SEED = 47005
@@ -147,8 +148,8 @@ class ReleaseFiles:
     def table(self, asset: str) -> pd.DataFrame:
         return pd.read_parquet(self.release.path(layout.file_name(asset)))
 
-    def model(self) -> ranking.RankingModel:
-        return ranking.RankingModel.load(self.release.path(layout.file_name("ranking_model")))
+    def model(self) -> SequentialModel:
+        return SequentialModel.load(self.release.path(layout.file_name("ranking_model")))
 
     def scalers(self) -> FittedScalers:
         return FittedScalers.from_dict(json.loads(self.release.path(layout.file_name("fitted_scalers")).read_text()))
@@ -216,7 +217,7 @@ def publish_variant(releases_dir: Path, base: releases.Release, release_id: str,
     files = {name: base.directory / name for name in base.manifest["files"]}
     served = pd.read_parquet(files["user_recommendations.parquet"])
     served["score"] += seed
-    model = ranking.RankingModel.load(files["ranking_model.npz"])
+    model = SequentialModel.load(files["ranking_model.npz"])
     noise = np.random.default_rng(seed).normal(0, 1, len(model.movie_biases)).astype(model.movie_biases.dtype)
     embeddings = np.roll(np.load(files["movie_embeddings.npy"]), seed, axis=0)
     for name in ("user_recommendations.parquet", "ranking_model.npz", "movie_embeddings.npy"):

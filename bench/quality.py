@@ -1,10 +1,13 @@
-"""Recommendation quality over seeds and splits: the two-tower model beside every baseline.
+"""Recommendation quality over seeds and splits: the rating model and the served ranking beside every peer.
 
-For each split method (random 70/15/15 as the published peers, and per-user chronological) and
-each seed, features, scalers and out-of-fold statistics come from training ratings only, exactly as
-the Dagster assets build them; the model trains with early stopping on validation; test measures.
-Rows: the default hybrid, the pure content model (no ID embeddings, the cold-start path), the
-global mean, the user+item bias baseline and the most-popular ranking. Cells are mean ± std over
+For each split method (per-user chronological, the pipeline's default: each user's latest ratings
+are test; random 70/15/15 as the published peers) and each seed, features, scalers and out-of-fold
+statistics come from training ratings only, and both models train, exactly as the Dagster assets
+build them; test measures. Rating rows: the rating model (hybrid, and the pure content model, the
+cold-start path), the global mean and the user+item bias baseline. Ranking rows, every user known
+by their training and validation ratings: the served blend, its ablations (the time-aware towers
+alone, the item-item term alone), EASE, EASE fed a recency-weighted history, item-kNN, implicit ALS
+(the `bench` extra) and most popular; then genre fidelity of cold-start lists. Cells are mean ± std over
 seeds. `--notebook-mode` also reruns the notebook's own protocol: features from ALL ratings (test
 included, the notebook's leak), its inputs and unit-vector cosine design, reported as test MSE on
 the [-1, 1] scale (the notebook printed about 0.120).
@@ -18,7 +21,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,12 +32,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import evaluation, features, movielens, ranking, recommend, splits, workflow
+from bench.common import ML_LATEST_SMALL as DEFAULT_DATA
+from recsys_pipeline import evaluation, features, ranking, recommend, splits, workflow
 from recsys_pipeline.model_inputs import rating_rows
+from recsys_pipeline.sequential import SequentialModel
 from recsys_pipeline.settings import RankingSettings, TrainingSettings
 from recsys_pipeline.standardisation import fit_scalers
 
-DEFAULT_DATA = Path(os.environ.get("RECSYS_MOVIELENS", Path(__file__).resolve().parents[1].parent / "shared" / "movielens" / "ml-latest-small"))
 FOLDS = 5
 RATING_METRICS = ("test_rmse", "test_mae")
 RANKING_METRICS = ("test_precision_at_10", "test_ndcg_at_10", "test_recall_at_20", "test_coverage_at_10")
@@ -49,8 +52,10 @@ GENRE_PROFILES = (
     (("Documentary", 4.5),),
     (("Action", 1.0), ("Drama", 4.0)),
 )
-# The peers' settings: EASE as published for ml-latest-small, implicit's ALS with common defaults.
+# The peers' settings: EASE as published for ml-latest-small (and fed a recency-weighted history with
+# the half-life the issue measured), implicit's ALS with common defaults.
 EASE_LAMBDA = 100.0
+FIXED_HALF_LIFE = 10.0
 ALS_FACTORS, ALS_REGULARISATION, ALS_ALPHA, ALS_ITERATIONS = 64, 0.05, 2.0, 20
 
 
@@ -89,22 +94,7 @@ def als_scorer(train_pairs, n_users: int, n_movies: int, seed: int):
     return lambda rows: model.user_factors[rows] @ model.item_factors.T
 
 
-def more_history_rows(model: ranking.RankingModel, train, validation, test, user_table, movie_table, scalers) -> list[dict]:
-    """What serving from every rating gains (user_recommendations feeds the ranker every rating it
-    has): the same trained ranker fed the training ratings, or the training and validation ratings,
-    as each user's history and item-item input, measured on test with the same candidates (movies
-    rated in neither)."""
-    known = pd.concat([train, validation])
-    seen, test_pairs = _pairs(known, user_table, movie_table), _pairs(test, user_table, movie_table)
-    rows = []
-    for name, history in (("training ratings", train), ("training + validation ratings", known)):
-        score_rows = workflow.ranking_scores(model, history, user_table, movie_table, scalers)
-        figures = evaluation.ranking_metrics(score_rows, seen, test_pairs, len(movie_table))
-        rows.append({"model": f"served, fed {name} (candidates: rated in neither)", **{f"test_{metric}": value for metric, value in figures.items()}})
-    return rows
-
-
-def genre_fidelity_rows(model: ranking.RankingModel, scalers, movie_table: pd.DataFrame, k: int = 10) -> list[dict]:
+def genre_fidelity_rows(model: SequentialModel, scalers, movie_table: pd.DataFrame, k: int = 10) -> list[dict]:
     """For each of GENRE_PROFILES, the share of the top k with a loved genre (rated 4 or more), the share
     with a disliked one (below 3) and the median training rating count of the listed movies: as served
     (recommend.new_user_listing, the `recsys recommend --genres` answer) and for the model's own order
@@ -117,7 +107,7 @@ def genre_fidelity_rows(model: ranking.RankingModel, scalers, movie_table: pd.Da
         user = scalers.user.transform(recommend.genre_profile_features(profile, movie_table, scalers.target))
         listings = {
             "served": recommend.new_user_listing(profile, model, scalers, movie_table, k),
-            "model alone, every movie": recommend.ranked_listing(movie_table, recommend.new_user_scores(model, user, movie_table), k),
+            "model alone, every movie": recommend.ranked_listing(movie_table, ranking.visitor_scores(model, [], user[0], movie_table["movieId"].to_numpy()), k),
         }
         for kind, listing in listings.items():
             listed = movie_table.set_index("movieId").loc[listing["movieId"]]
@@ -143,58 +133,66 @@ def ranking_rows(named_scorers: dict, train_pairs, test_pairs, n_movies: int) ->
     return rows
 
 
-def run_split(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int, method: str, variants: list[str]) -> list[dict]:
-    """Every model's test figures on one split."""
+def run_split(ingested: workflow.Ingested, seed: int, method: str, variants: list[str]) -> list[dict]:
+    """Every model's test figures on one split, its features built and its models trained as the
+    assets do. Ranking: each user known by their training and validation ratings (as serving knows
+    them), candidates the movies rated in neither, relevant the test ones, for every row alike."""
     from recsys_pipeline import two_tower
 
-    labelled = splits.assign_splits(ratings, seed, method=method)
-    train, validation, test = (labelled[labelled["split"] == name] for name in splits.SPLITS)
-    user_table, movie_table = _tables(movies, np.unique(labelled["userId"]), train)
-    scalers = fit_scalers(train, user_table, features.user_input_columns(user_table), movie_table, features.movie_input_columns(movie_table))
-    rows, inputs = [], None
+    feature_set = workflow.build_features(ingested, seed, method)
+    labelled, user_table, movie_table, scalers = feature_set.labelled, feature_set.user_features, feature_set.movie_features, feature_set.scalers
+    train, test = splits.training_rows(labelled), labelled[labelled["split"] == splits.TEST]
+    rows = []
     for variant in variants:
         settings = TrainingSettings(seed=seed, hybrid=variant == "hybrid", out_of_fold_folds=FOLDS)
-        started = time.perf_counter()
-        model, history, inputs = two_tower.train_on_ratings(train, validation, user_table, movie_table, scalers, settings)
-        scorer = two_tower.scorer(model, inputs)
-        predicted = evaluation.clip_stars(scorer.predict(rating_rows(test, inputs)))
-        ranker = workflow.train_ranking_model(model, train, labelled, user_table, movie_table, scalers, RankingSettings(seed=seed))
-        served = workflow.ranking_report(ranker.model, labelled, user_table, movie_table, scalers)
-        towers_only = workflow.ranking_report(replace(ranker.model, item_item_weight=0.0), labelled, user_table, movie_table, scalers)
+        candidate = workflow.train_candidate(labelled, user_table, movie_table, scalers, settings)
+        predicted = evaluation.clip_stars(two_tower.scorer(candidate.model, candidate.inputs).predict(rating_rows(test, candidate.inputs)))
         rows.append(
             {
-                "model": f"two-tower {variant}: served (ranking head + item-item)",
-                "item_item_weight": ranker.model.item_item_weight,
+                "model": f"rating model ({variant})",
                 "test_rmse": evaluation.rmse(predicted, test["rating"]),
                 "test_mae": evaluation.mae(predicted, test["rating"]),
-                **{metric: served[metric] for metric in RANKING_METRICS},
-                "epochs": len(history["loss"]),
-                "ranking_epochs": ranker.best_epoch,
-                "seconds": time.perf_counter() - started,
+                "epochs": len(candidate.history["loss"]),
+                "seconds": candidate.training_seconds,
             }
         )
-        rows.append({"model": f"two-tower {variant}: ranking head alone (ablation)", **{metric: towers_only[metric] for metric in RANKING_METRICS}})
-        rows += more_history_rows(ranker.model, train, validation, test, user_table, movie_table, scalers)
-        rows += genre_fidelity_rows(ranker.model, scalers, movie_table)
     global_mean = float(train["rating"].mean())
     bias = evaluation.fit_bias_baseline(train).predict(test)
     rows.append({"model": "global mean", "test_rmse": evaluation.rmse(np.full(len(test), global_mean), test["rating"]), "test_mae": evaluation.mae(np.full(len(test), global_mean), test["rating"])})
     rows.append({"model": "user+item bias", "test_rmse": evaluation.rmse(evaluation.clip_stars(bias), test["rating"]), "test_mae": evaluation.mae(evaluation.clip_stars(bias), test["rating"])})
-    train_pairs, test_pairs = _pairs(train, user_table, movie_table), _pairs(test, user_table, movie_table)
+
+    ranker = workflow.train_ranking_model(labelled, user_table, movie_table, scalers, RankingSettings(seed=seed))
+    report = workflow.ranking_report(ranker.model, labelled, user_table, movie_table, scalers)
+    half_life, weight = ranker.model.item_item_half_life, ranker.model.item_item_weight
+    named = {
+        "test": f"served: time-aware towers + item-item (weight {weight:g}, half-life {half_life:g})",
+        "towers": "time-aware towers alone (ablation)",
+        "item_item": f"item-item alone: EASE lambda {ranker.model.item_item_l2:g}, recency-weighted, half-life {half_life:g} chosen on validation (ablation)",
+        "baseline_ease": f"EASE (lambda {workflow.EASE_L2:g})",
+        "baseline_popularity": "most popular",
+    }
+    for prefix, name in named.items():
+        row = {"model": name, **{f"test_{metric}": report[f"{prefix}_{metric}"] for metric in (m.removeprefix("test_") for m in RANKING_METRICS)}}
+        if prefix == "test":
+            row.update(ranking_epochs=ranker.best_epoch, seconds=ranker.training_seconds)
+        rows.append(row)
+    known = labelled[labelled["split"] != splits.TEST]
+    known_pairs, test_pairs = _pairs(known, user_table, movie_table), _pairs(test, user_table, movie_table)
     n_users, n_movies = len(user_table), len(movie_table)
-    popularity = evaluation.popularity_scores(movie_table["rating_count"].to_numpy())
+    ages = ranking.age_ranks(known["userId"].to_numpy(), known["timestamp"].to_numpy(), known["movieId"].to_numpy())
     rows += ranking_rows(
         {
-            f"item-item alone (EASE lambda {ranking.DEFAULT_ITEM_ITEM_L2:g}, the served ingredient; ablation)": ranking.item_item_scorer(*train_pairs, n_users, n_movies),
-            "most popular": lambda user_rows: np.broadcast_to(popularity, (len(user_rows), n_movies)),
-            "item-kNN (cosine)": item_knn_scorer(train_pairs, n_users, n_movies),
-            f"EASE (lambda {EASE_LAMBDA:g})": ranking.item_item_scorer(*train_pairs, n_users, n_movies, EASE_LAMBDA),
-            f"implicit ALS ({ALS_FACTORS} factors)": als_scorer(train_pairs, n_users, n_movies, seed),
+            f"EASE fed a recency-weighted history (lambda {EASE_LAMBDA:g}, half-life {FIXED_HALF_LIFE:g}, fixed)": ranking.ItemItem(*known_pairs, n_users, n_movies, EASE_LAMBDA).scorer(
+                ranking.recency_weights(ages, FIXED_HALF_LIFE)
+            ),
+            "item-kNN (cosine)": item_knn_scorer(known_pairs, n_users, n_movies),
+            f"implicit ALS ({ALS_FACTORS} factors)": als_scorer(known_pairs, n_users, n_movies, seed),
         },
-        train_pairs,
+        known_pairs,
         test_pairs,
         n_movies,
     )
+    rows += genre_fidelity_rows(ranker.model, scalers, movie_table)
     return [{"split": method, "seed": seed, **row} for row in rows]
 
 
@@ -210,10 +208,10 @@ def run_notebook_mode(ratings: pd.DataFrame, movies: pd.DataFrame, seed: int) ->
         TrainingSettings(seed=seed, hybrid=False, unit_vectors=True, biases=False, out_of_fold_folds=0),
         tower_widths=(256, 128), dropout=0.0, learning_rate=1e-3, early_stopping_patience=5, lr_reduction_patience=1000,
     )
-    model, history, inputs = two_tower.train_on_ratings(train, validation, user_table, movie_table, scalers, settings)
-    predicted = evaluation.clip_stars(two_tower.scorer(model, inputs).predict(rating_rows(test, inputs)))
+    candidate = workflow.train_candidate(labelled, user_table, movie_table, scalers, settings)
+    predicted = evaluation.clip_stars(two_tower.scorer(candidate.model, candidate.inputs).predict(rating_rows(test, candidate.inputs)))
     scaled_error = scalers.target.to_unit(predicted) - scalers.target.to_unit(test["rating"].to_numpy())
-    return {"split": "random (notebook mode)", "seed": seed, "model": "notebook design, leaky features", "test_mse_scaled": float(np.mean(np.square(scaled_error, dtype="float64"))), "test_rmse": evaluation.rmse(predicted, test["rating"]), "epochs": len(history["loss"])}
+    return {"split": "random (notebook mode)", "seed": seed, "model": "notebook design, leaky features", "test_mse_scaled": float(np.mean(np.square(scaled_error, dtype="float64"))), "test_rmse": evaluation.rmse(predicted, test["rating"]), "epochs": len(candidate.history["loss"])}
 
 
 def summary(results: list[dict]) -> str:
@@ -244,17 +242,16 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    movies = movielens.read_movies(args.data)
-    ratings, _ = movielens.repair_ratings(movielens.read_ratings(args.data), movies, args.data / movielens.RATINGS_FILE)
+    ingested = workflow.ingest(args.data)
     results = []
     for method in args.splits:
         for seed in args.seeds:
-            for row in run_split(ratings, movies, seed, method, args.variants):
+            for row in run_split(ingested, seed, method, args.variants):
                 results.append(row)
                 print(json.dumps(row), flush=True)
     if args.notebook_mode:
         for seed in args.seeds:
-            row = run_notebook_mode(ratings, movies, seed)
+            row = run_notebook_mode(ingested.ratings, ingested.movies, seed)
             results.append(row)
             print(json.dumps(row), flush=True)
     print()

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import layout, ranking, recommend, releases
+from recsys_pipeline import layout, recommend, releases
+from recsys_pipeline.sequential import SequentialModel
 from recsys_pipeline.settings import SettingsError, data_dir_from_environment
 from recsys_pipeline.standardisation import FittedScalers
 
@@ -95,8 +96,8 @@ class Artifacts:
             )
         return embeddings
 
-    def ranking_model(self) -> ranking.RankingModel:
-        return self._read("ranking_model", ranking.RankingModel.load)
+    def ranking_model(self) -> SequentialModel:
+        return self._read("ranking_model", SequentialModel.load)
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--user", type=int, metavar="ID", help="a userId from the ratings; movies they rated are left out")
     who.add_argument("--genres", type=genre_ratings, metavar="GENRE=STARS,...", help="a new user described by ratings of whole genres")
     who.add_argument(
-        "--movies", type=movie_list, metavar="TITLE,...", help="a visitor described by movies they liked (titles as a person writes them, or movieIds)"
+        "--movies", type=movie_list, metavar="TITLE,...", help="a visitor described by movies they liked, oldest first (titles as a person writes them, or movieIds)"
     )
     recommend_parser.add_argument(
         "--min-ratings", type=int, default=0, metavar="N", help="only movies with at least N training ratings (default 0: every movie)"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from recsys_pipeline import features
 from recsys_pipeline.standardisation import FittedScalers, Standardiser
 
 
@@ -29,6 +30,10 @@ class ModelInputs:
     users: SideInputs
     movie_ids: np.ndarray
     movies: SideInputs
+
+    def full_training(self) -> ModelInputs:
+        """Only block 0, the features from every training rating, that validation, test and serving read."""
+        return ModelInputs(self.user_ids, SideInputs(self.users.matrix[:1], self.users.ids), self.movie_ids, SideInputs(self.movies.matrix[:1], self.movies.ids))
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,22 @@ def scaled_inputs(
     )
 
 
+def training_inputs(
+    train: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers, folds: int, seed: int
+) -> tuple[ModelInputs, RatingRows]:
+    """The inputs of training and the training ratings as rows into them: with `folds` >= 2 each
+    training rating reads its user's and movie's rating statistics from the other folds
+    (features.out_of_fold_tables, blocks 1..folds), so the network learns to trust them as much as
+    they deserve on unseen ratings; 0 reads them in sample, as the notebook did (block 0 only)."""
+    if folds == 0:
+        inputs = scaled_inputs(user_features, movie_features, scalers)
+        return inputs, rating_rows(train, inputs)
+    fold = features.rating_folds(len(train), folds, seed)
+    fold_users, fold_movies = features.out_of_fold_tables(train, fold, folds, user_features, movie_features)
+    inputs = scaled_inputs(user_features, movie_features, scalers, fold_users, fold_movies)
+    return inputs, rating_rows(train, inputs, fold)
+
+
 def rating_rows(ratings: pd.DataFrame, inputs: ModelInputs, block: np.ndarray | None = None) -> RatingRows:
     """Locate each rating's user and movie rows; every rated user and movie must have features.
 
@@ -89,11 +110,6 @@ def predict_stars(users: TowerOutputs, movies: TowerOutputs, scale: float, offse
     return scale * dot + offset + users.biases[user_rows] + movies.biases[movie_rows]
 
 
-def score_matrix(users: TowerOutputs, movies: TowerOutputs, scale: float, offset: float, user_rows: np.ndarray) -> np.ndarray:
-    """Predicted stars of the given users (rows) for every movie (columns)."""
-    return scale * (users.vectors[user_rows].astype("float64") @ movies.vectors.T) + offset + users.biases[user_rows, None] + movies.biases[None, :]
-
-
 @dataclass(frozen=True)
 class Scorer:
     """Everything needed to predict any (user, movie) pair in numpy, from one pass through each side."""
@@ -105,6 +121,3 @@ class Scorer:
 
     def predict(self, rows: RatingRows) -> np.ndarray:
         return predict_stars(self.users, self.movies, self.scale, self.offset, rows.user_rows, rows.movie_rows)
-
-    def scores(self, user_rows: np.ndarray) -> np.ndarray:
-        return score_matrix(self.users, self.movies, self.scale, self.offset, user_rows)

@@ -1,129 +1,192 @@
-"""The one ranker: which movies a user sees, in which order, from the exported ranking model in numpy.
+"""The one ranker: which movies a user sees, in which order, in numpy (no TensorFlow).
 
-The ranking model (trained by recsys_pipeline.retrieval, exported as plain arrays in an .npz) scores
-a user against every movie with a dot product of two vectors plus a movie bias:
+The served score of a movie for a user is the time-aware two-tower's score (recsys_pipeline.sequential,
+the user known by their rated movies in order) blended with an item-item term, EASE (Steck 2019) fed
+the user's ratings weighted by recency:
 
-    score(user, movie) = user_vector · movie_vector + movie_bias
-    user_vector = content_projection · user_tower(user's features) + history_projection · mean(history rows of the movies they rated)
+    served(user, movie) = standardised towers(user, .) + item_item_weight · standardised item_item(user, .)
+    item_item(user, .)  = (0.5 ^ (age rank / half-life) of each movie the user rated) · B
 
-`model_evaluation`, the `user_recommendations` asset and the `recsys` command all order movies with
-`top_movies` on these scores, so the figure in the UI is the figure of the list a person gets.
-Nothing here imports TensorFlow: the user tower's Dense layers are evaluated in numpy.
-
-Rows are looked up by ID: the model carries its movieId vocabulary (row i of every movie table is
-`movie_ids[i]`), and a movie unknown to it cannot be scored or shown.
+each standardised per user over the catalogue; B are EASE's movie-to-movie weights fitted on who
+rated what, age rank 0 is the user's latest rating, and the half-life and the weight are chosen on
+validation NDCG@10 (`workflow.train_ranking_model`). `Ranker` computes it for users known by a
+table of ratings; `model_evaluation`, the `user_recommendations` asset, the `recsys` command, the
+HTTP service and the benchmarks all order movies with `top_movies` on its scores, so the figure in
+the UI is the figure of the list a person gets. A visitor known only by genre ratings or a handful of
+movies is scored by the towers alone (`visitor_scores`): they have no item-item row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import math
 
 import numpy as np
+import pandas as pd
 
-# Arrays of the .npz; the user tower's layers are tower_kernel_0, tower_bias_0, tower_kernel_1, ...
-MOVIE_IDS = "movie_ids"
-MOVIE_VECTORS = "movie_vectors"
-MOVIE_BIASES = "movie_biases"
-HISTORY_EMBEDDINGS = "history_embeddings"
-HISTORY_PROJECTION = "history_projection"
-CONTENT_PROJECTION = "content_projection"
-TOWER_KERNEL = "tower_kernel_"
-TOWER_BIAS = "tower_bias_"
-ITEM_ITEM_WEIGHT = "item_item_weight"
-ITEM_ITEM_L2 = "item_item_l2"
-# The item-item term (EASE, Steck 2019): closed-form movie-to-movie weights from who rated what.
-DEFAULT_ITEM_ITEM_L2 = 200.0
+from recsys_pipeline.sequential import SequentialModel, Sequences, user_sequences
+
 # Weights of the item-item term tried on validation (0: the two towers alone).
 ITEM_ITEM_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 # The two standardised scores counting equally: kept unless validation clearly prefers another weight.
 EQUAL_WEIGHT = 1.0
+# Half-lives (in ratings) of the item-item term's recency weighting tried on validation; inf: plain EASE.
+HALF_LIVES = (2.0, 5.0, 10.0, 20.0, 40.0, math.inf)
 # Above this many users x movies the scores are not held whole: the weights are solved for the most
 # rated movies (at most ITEM_ITEM_MAX_MOVIES, a movies x movies matrix) and applied user batch by batch.
 DENSE_SCORES_LIMIT = 50_000_000
 ITEM_ITEM_MAX_MOVIES = 12_000
 
 
-@dataclass(frozen=True)
-class RankingModel:
-    """The exported ranking model: every array the numpy scorer needs, and nothing else."""
+class Ranker:
+    """The served ranking of the users of `user_features` over the movies of `movie_features` (columns,
+    looked up by ID), each user known by their ratings in `known` (userId, movieId, timestamp):
+    evaluation passes the ratings before the held-out ones, serving every rating."""
 
-    movie_ids: np.ndarray
-    movie_vectors: np.ndarray
-    movie_biases: np.ndarray
-    history_embeddings: np.ndarray
-    history_projection: np.ndarray
-    content_projection: np.ndarray
-    tower_kernels: tuple[np.ndarray, ...]
-    tower_biases: tuple[np.ndarray, ...]
-    # Served score = standardised two-tower score + item_item_weight x standardised item-item score,
-    # the weight chosen on validation (see `blend`).
-    item_item_weight: float = 0.0
-    item_item_l2: float = DEFAULT_ITEM_ITEM_L2
+    def __init__(self, model: SequentialModel, known: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers, item_item_weight: float | None = None):
+        self.model = model
+        self.item_item_weight = model.item_item_weight if item_item_weight is None else item_item_weight
+        movie_ids = movie_features["movieId"].to_numpy()
+        self._columns = model.movie_rows(movie_ids)
+        if (self._columns < 0).any():
+            raise ValueError(f"the ranking model knows {int((self._columns >= 0).sum())} of the {len(movie_ids)} movies of movie_features")
+        user_ids = user_features["userId"].to_numpy()
+        self._user_content = scalers.user.transform(user_features).astype("float32")
+        self._known_users = _rows_of(user_ids, known["userId"].to_numpy(), "user_features", "userId")
+        self._known_movies = _rows_of(movie_ids, known["movieId"].to_numpy(), "movie_features", "movieId")
+        self._sequences = user_sequences(self._known_users, self._columns[self._known_movies], known["timestamp"].to_numpy(), len(user_ids), model.movie_ids)
+        self._ages = age_ranks(self._known_users, known["timestamp"].to_numpy(), known["movieId"].to_numpy())
+        self._n_movies = len(movie_ids)
+        self._item_item = None
+        self._item_item_rows = {}
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        named = {
-            MOVIE_IDS: self.movie_ids,
-            MOVIE_VECTORS: self.movie_vectors,
-            MOVIE_BIASES: self.movie_biases,
-            HISTORY_EMBEDDINGS: self.history_embeddings,
-            HISTORY_PROJECTION: self.history_projection,
-            CONTENT_PROJECTION: self.content_projection,
-            ITEM_ITEM_WEIGHT: np.asarray(self.item_item_weight),
-            ITEM_ITEM_L2: np.asarray(self.item_item_l2),
-        }
-        for layer, (kernel, bias) in enumerate(zip(self.tower_kernels, self.tower_biases, strict=True)):
-            named[f"{TOWER_KERNEL}{layer}"] = kernel
-            named[f"{TOWER_BIAS}{layer}"] = bias
-        return named
+    @property
+    def sequences(self) -> Sequences:
+        """Each user's rated movies in order, as rows of the model's tables."""
+        return self._sequences
 
-    @classmethod
-    def from_arrays(cls, arrays) -> RankingModel:
-        layers = sum(1 for name in arrays if name.startswith(TOWER_KERNEL))
-        return cls(
-            movie_ids=np.asarray(arrays[MOVIE_IDS]),
-            movie_vectors=np.asarray(arrays[MOVIE_VECTORS]),
-            movie_biases=np.asarray(arrays[MOVIE_BIASES]),
-            history_embeddings=np.asarray(arrays[HISTORY_EMBEDDINGS]),
-            history_projection=np.asarray(arrays[HISTORY_PROJECTION]),
-            content_projection=np.asarray(arrays[CONTENT_PROJECTION]),
-            tower_kernels=tuple(np.asarray(arrays[f"{TOWER_KERNEL}{i}"]) for i in range(layers)),
-            tower_biases=tuple(np.asarray(arrays[f"{TOWER_BIAS}{i}"]) for i in range(layers)),
-            item_item_weight=float(arrays[ITEM_ITEM_WEIGHT]),
-            item_item_l2=float(arrays[ITEM_ITEM_L2]),
-        )
+    def model_scores(self, user_rows: np.ndarray) -> np.ndarray:
+        """Users x movies scores of the time-aware towers alone."""
+        return self.model.scores(self.model.user_vectors(self._sequences, user_rows, self._user_content))[:, self._columns]
 
-    def save(self, path: Path) -> None:
-        with open(path, "wb") as file:
-            np.savez(file, **self.arrays())
+    def item_item_scores(self, user_rows: np.ndarray, half_life: float | None = None) -> np.ndarray:
+        """Users x movies scores of the item-item term alone (EASE solved once, on first use), with
+        the model's half-life or `half_life`."""
+        half_life = self.model.item_item_half_life if half_life is None else half_life
+        if self._item_item is None:
+            self._item_item = ItemItem(self._known_users, self._known_movies, len(self._user_content), self._n_movies, self.model.item_item_l2)
+        if half_life not in self._item_item_rows:
+            self._item_item_rows[half_life] = self._item_item.scorer(recency_weights(self._ages, half_life))
+        return self._item_item_rows[half_life](user_rows)
 
-    @classmethod
-    def load(cls, path: Path) -> RankingModel:
-        with np.load(path, allow_pickle=False) as arrays:
-            return cls.from_arrays(arrays)
+    def score_rows(self, user_rows: np.ndarray) -> np.ndarray:
+        """Users x movies served scores, unclipped."""
+        if self.item_item_weight == 0:
+            return blend(self.model_scores(user_rows), None, 0.0)
+        return blend(self.model_scores(user_rows), self.item_item_scores(user_rows), self.item_item_weight)
 
-    def movie_rows(self, movie_ids) -> np.ndarray:
-        """Row of each movieId in this model's tables, -1 where the model does not know the movie."""
-        order = np.argsort(self.movie_ids, kind="stable")
-        position = np.searchsorted(self.movie_ids, movie_ids, sorter=order)
-        position = np.minimum(position, len(order) - 1)
-        rows = order[position]
-        return np.where(self.movie_ids[rows] == np.asarray(movie_ids), rows, -1)
+    def item_item_rows_by_half_life(self, half_lives) -> dict[float, object]:
+        """`score_rows` of the item-item term alone at each half-life (for choosing it)."""
+        return {half_life: (lambda user_rows, h=half_life: self.item_item_scores(user_rows, h)) for half_life in half_lives}
 
-    def content_vectors(self, scaled_user_features: np.ndarray) -> np.ndarray:
-        return content_vectors(self.tower_kernels, self.tower_biases, scaled_user_features)
+    def score_rows_by_weight(self, weights, half_life: float | None = None) -> dict[float, object]:
+        """`score_rows` at each item-item weight, sharing each user batch's two scores (for choosing the weight)."""
+        return blends_by_weight(self.model_scores, lambda user_rows: self.item_item_scores(user_rows, half_life), weights)
 
-    def user_vectors(self, scaled_user_features: np.ndarray, history_rows: list[np.ndarray]) -> np.ndarray:
-        """Each user's vector from their scaled features and the model rows of the movies they rated (may be empty)."""
-        history = np.zeros((len(history_rows), self.history_embeddings.shape[1]), dtype="float32")
-        for user, rows in enumerate(history_rows):
-            if len(rows):
-                history[user] = self.history_embeddings[rows].mean(axis=0)
-        return self.content_vectors(scaled_user_features) @ self.content_projection + history @ self.history_projection
 
-    def scores(self, user_vectors: np.ndarray) -> np.ndarray:
-        """Users × movies scores, unclipped (float64, so near-equal scores stay apart)."""
-        return np.asarray(user_vectors, dtype="float64") @ self.movie_vectors.T.astype("float64") + self.movie_biases
+def visitor_scores(model: SequentialModel, liked_movie_ids, scaled_visitor: np.ndarray | None, movie_ids: np.ndarray) -> np.ndarray:
+    """A visitor's towers score of each of `movie_ids` (-inf where the model does not know the movie),
+    from the movies they named in the order they watched them (oldest first; unknown ones skipped)
+    and their scaled features (None: none)."""
+    columns = model.movie_rows(movie_ids)
+    scores = model.visitor_scores(np.asarray(liked_movie_ids, dtype="int64"), content=scaled_visitor)
+    return np.where(columns >= 0, scores[columns], -np.inf)
+
+
+def _rows_of(ids: np.ndarray, wanted: np.ndarray, table: str, column: str) -> np.ndarray:
+    """The position of each of `wanted` in `ids`; every one must be there."""
+    rows = pd.Index(ids).get_indexer(wanted)
+    if (rows < 0).any():
+        missing = np.unique(np.asarray(wanted)[rows < 0])
+        raise ValueError(f"{len(missing)} {column}s of the known ratings have no row in {table} (first: {missing[:5].tolist()})")
+    return rows
+
+
+class ItemItem:
+    """EASE: ridge regression of each movie's column on the others' (zero diagonal), fitted on the
+    (user row, movie row) pairs of who rated what, each counting 1. `scorer(input_weights)` scores the
+    same users with each rated movie weighted (e.g. `recency_weights`), so recent ratings can count
+    more than old ones without refitting.
+
+    Where users x movies is small and users are fewer than movies, scores come from the users x users
+    form (Woodbury identity); otherwise the movies x movies weights are solved for the
+    ITEM_ITEM_MAX_MOVIES most rated movies (others score 0) and applied per batch.
+    """
+
+    def __init__(self, rated_users: np.ndarray, rated_movies: np.ndarray, n_users: int, n_movies: int, l2: float):
+        import scipy.sparse as sp  # imported here: only the ranking steps need it
+
+        self._pairs = (np.asarray(rated_users), np.asarray(rated_movies))
+        self._shape = (n_users, n_movies)
+        self.l2 = l2
+        rated = sp.csr_matrix((np.ones(len(rated_users)), self._pairs), shape=self._shape)
+        rated.data[:] = 1.0  # a movie rated twice by one user counts once
+        self._dense = n_users <= n_movies and n_users * n_movies <= DENSE_SCORES_LIMIT
+        if self._dense:
+            self._rated = rated.toarray()
+            self._spread = np.linalg.inv(l2 * np.eye(n_users) + self._rated @ self._rated.T) @ self._rated
+            self._diagonal = np.maximum((1.0 - (self._rated * self._spread).sum(axis=0)) / l2, 1e-12)
+        else:
+            counts = np.asarray(rated.sum(axis=0)).ravel()
+            self._kept = np.sort(np.argsort(-counts, kind="stable")[: min(ITEM_ITEM_MAX_MOVIES, n_movies)])
+            kept_rated = rated[:, self._kept].tocsc().tocsr()
+            precision = np.linalg.inv((kept_rated.T @ kept_rated).toarray() + l2 * np.eye(len(self._kept)))
+            self._weights = -precision / np.diag(precision)
+            np.fill_diagonal(self._weights, 0.0)
+
+    def scorer(self, input_weights: np.ndarray | None = None):
+        """`score_rows(user rows) -> users x movies` item-item scores, each rated movie counting its
+        input weight (one per fitted pair, in their order; None: 1)."""
+        import scipy.sparse as sp
+
+        weights = np.ones(len(self._pairs[0])) if input_weights is None else np.asarray(input_weights, dtype="float64")
+        scoring = sp.csr_matrix((weights, self._pairs), shape=self._shape)
+        if self._dense:
+            # Z·B = Z - Z·P / diag(P), P = (X'X + l2 I)^-1 = (I - X'(l2 I + XX')^-1 X) / l2.
+            scored = scoring.toarray()
+            scores = scored - (scored - (scored @ self._rated.T) @ self._spread) / self.l2 / self._diagonal
+            return lambda user_rows: scores[user_rows]
+        kept_scoring = scoring[:, self._kept].tocsc().tocsr()
+
+        def score_rows(user_rows: np.ndarray) -> np.ndarray:
+            scores = np.zeros((len(user_rows), self._shape[1]))
+            scores[:, self._kept] = kept_scoring[user_rows] @ self._weights
+            return scores
+
+        return score_rows
+
+
+def age_ranks(user_ids: np.ndarray, timestamps: np.ndarray, movie_ids: np.ndarray) -> np.ndarray:
+    """Each rating's age rank among its user's ratings: 0 for the latest, 1 for the one before, ...
+
+    Ratings are ordered by (timestamp, movieId), as the towers read them: a quarter of ml-latest-small's
+    ratings share their user's timestamp second with another, and the movieId makes their order the
+    same on every run and every row order of the file.
+    """
+    user_ids, timestamps, movie_ids = (np.asarray(values) for values in (user_ids, timestamps, movie_ids))
+    order = np.lexsort((-movie_ids, -timestamps, user_ids))  # each user's latest first
+    users = user_ids[order]
+    first = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
+    ranks = np.empty(len(order), dtype="int64")
+    ranks[order] = np.arange(len(order)) - np.repeat(first, np.diff(np.r_[first, len(order)]))
+    return ranks
+
+
+def recency_weights(age_ranks: np.ndarray, half_life: float) -> np.ndarray:
+    """0.5 ** (age rank / half_life): the latest rating counts 1, one `half_life` ratings older 0.5;
+    an infinite half-life weighs every rating 1 (plain EASE)."""
+    if math.isinf(half_life):
+        return np.ones(len(age_ranks))
+    return 0.5 ** (np.asarray(age_ranks, dtype="float64") / half_life)
 
 
 def standardised(scores: np.ndarray) -> np.ndarray:
@@ -177,63 +240,6 @@ def chosen_item_item_weight(ndcg_by_weight: dict[float, np.ndarray]) -> float:
     gain = np.asarray(ndcg_by_weight[best], dtype="float64") - np.asarray(ndcg_by_weight[EQUAL_WEIGHT], dtype="float64")
     standard_error = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else 0.0
     return best if gain.mean() > standard_error else EQUAL_WEIGHT
-
-
-def item_item_scorer(rated_users: np.ndarray, rated_movies: np.ndarray, n_users: int, n_movies: int, l2: float = DEFAULT_ITEM_ITEM_L2):
-    """`score_rows(user rows) -> users x movies` item-item scores (EASE: ridge regression of each
-    movie's column on the others', zero diagonal), from the (user row, movie row) pairs a user rated.
-
-    Where users x movies is small and users are fewer than movies, every score is computed at once
-    through the users x users form (Woodbury identity); otherwise the movies x movies weights are
-    solved for the ITEM_ITEM_MAX_MOVIES most rated movies (others score 0) and applied per batch.
-    """
-    import scipy.sparse as sp  # imported here: only the ranking steps need it
-
-    rated = sp.csr_matrix((np.ones(len(rated_users)), (rated_users, rated_movies)), shape=(n_users, n_movies))
-    rated.data[:] = 1.0  # a movie rated twice by one user counts once
-    if n_users <= n_movies and n_users * n_movies <= DENSE_SCORES_LIMIT:
-        dense = rated.toarray()
-        inverse = np.linalg.inv(l2 * np.eye(n_users) + dense @ dense.T)
-        spread = inverse @ dense
-        diagonal = (1.0 - (dense * spread).sum(axis=0)) / l2
-        scores = dense - (dense - (dense @ dense.T) @ spread) / l2 / np.maximum(diagonal, 1e-12)
-        return lambda user_rows: scores[user_rows]
-    counts = np.asarray(rated.sum(axis=0)).ravel()
-    kept = np.sort(np.argsort(-counts, kind="stable")[: min(ITEM_ITEM_MAX_MOVIES, n_movies)])
-    kept_rated = rated[:, kept].tocsc().tocsr()
-    precision = np.linalg.inv((kept_rated.T @ kept_rated).toarray() + l2 * np.eye(len(kept)))
-    weights = -precision / np.diag(precision)
-    np.fill_diagonal(weights, 0.0)
-
-    def score_rows(user_rows: np.ndarray) -> np.ndarray:
-        scores = np.zeros((len(user_rows), n_movies))
-        scores[:, kept] = kept_rated[user_rows] @ weights
-        return scores
-
-    return score_rows
-
-
-def content_vectors(kernels, biases, scaled_user_features: np.ndarray) -> np.ndarray:
-    """The user tower's content vector (Dense ReLU layers, then a linear one) of each row of scaled features."""
-    hidden = np.asarray(scaled_user_features, dtype="float32")
-    last = len(kernels) - 1
-    for layer, (kernel, bias) in enumerate(zip(kernels, biases, strict=True)):
-        hidden = hidden @ kernel + bias
-        if layer < last:
-            hidden = np.maximum(hidden, 0.0)
-    return hidden
-
-
-def history_rows(model: RankingModel, user_ids: np.ndarray, rated_user_ids: np.ndarray, rated_movie_ids: np.ndarray) -> list[np.ndarray]:
-    """For each of `user_ids`, the model rows of the movies they rated (pairs of rated_user_ids, rated_movie_ids)."""
-    rows = model.movie_rows(rated_movie_ids)
-    known = rows >= 0
-    users, rows = np.asarray(rated_user_ids)[known], rows[known]
-    order = np.argsort(users, kind="stable")
-    users, rows = users[order], rows[order]
-    starts = np.searchsorted(users, user_ids, side="left")
-    ends = np.searchsorted(users, user_ids, side="right")
-    return [rows[start:end] for start, end in zip(starts, ends, strict=True)]
 
 
 def top_movies(scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from recsys_pipeline import features, similarity
-from recsys_pipeline.ranking import RankingModel, top_movies
+from recsys_pipeline.ranking import top_movies, visitor_scores
+from recsys_pipeline.sequential import SequentialModel
 from recsys_pipeline.standardisation import FittedScalers, TargetScaler
 
 CLOSE_MATCHES = 5
@@ -271,21 +272,14 @@ def genre_profile_candidates(genre_ratings: Sequence[tuple[str, float]], movie_f
 
 
 def new_user_listing(
-    genre_ratings: Sequence[tuple[str, float]], model: RankingModel, scalers: FittedScalers, movie_features: pd.DataFrame, k: int, min_ratings: int = 0
+    genre_ratings: Sequence[tuple[str, float]], model: SequentialModel, scalers: FittedScalers, movie_features: pd.DataFrame, k: int, min_ratings: int = 0
 ) -> pd.DataFrame:
     """The `k` best movies for a new user known only by genre ratings: scored by the ranking model
     from the user's features alone (no history), among the movies genre_profile_candidates admits
     that have at least `min_ratings` training ratings."""
     scaled_user = scalers.user.transform(genre_profile_features(genre_ratings, movie_features, scalers.target))
     allowed = genre_profile_candidates(genre_ratings, movie_features) & (movie_features["rating_count"].to_numpy() >= min_ratings)
-    return ranked_listing(movie_features, new_user_scores(model, scaled_user, movie_features), k, ~allowed)
-
-
-def new_user_scores(model: RankingModel, scaled_user: np.ndarray, movie_features: pd.DataFrame) -> np.ndarray:
-    """One new user's score for every movie_features row (by movieId), from their scaled features alone."""
-    columns = model.movie_rows(movie_features["movieId"].to_numpy())
-    scores = model.scores(model.user_vectors(scaled_user, [np.array([], dtype="int64")]))[0]
-    return np.where(columns >= 0, scores[columns], -np.inf)
+    return ranked_listing(movie_features, visitor_scores(model, [], scaled_user[0], movie_features["movieId"].to_numpy()), k, ~allowed)
 
 
 def ranked_listing(movie_features: pd.DataFrame, scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> pd.DataFrame:
@@ -296,7 +290,7 @@ def ranked_listing(movie_features: pd.DataFrame, scores: np.ndarray, k: int, exc
 
 
 def visitor_listing(
-    model: RankingModel,
+    model: SequentialModel,
     scalers: FittedScalers,
     movie_features: pd.DataFrame,
     k: int,
@@ -311,8 +305,8 @@ def visitor_listing(
     Without liked movies this is new_user_listing. Otherwise the visitor is a user who rated each
     liked movie at the top of the scale (plus one stand-in movie per rated genre, as in
     genre_profile_features): features.build_user_genre_averages builds their feature row, the liked
-    movies are their history in the ranking model, and genre ratings still admit and exclude movies
-    as for a new user.
+    movies in the order given are their history in the time-aware ranking model (oldest first), and
+    genre ratings still admit and exclude movies as for a new user.
     """
     if not liked_movie_ids:
         return new_user_listing(genre_ratings, model, scalers, movie_features, k, min_ratings)
@@ -335,10 +329,7 @@ def visitor_listing(
         stand_in_ratings = pd.DataFrame({"userId": GENRE_PROFILE_USER, "movieId": stand_in_ids, "rating": [stars for _, stars in genre_ratings]})
         ratings = pd.concat([stand_in_ratings, ratings], ignore_index=True)
         allowed &= genre_profile_candidates(genre_ratings, movie_features)
-    visitor = features.build_user_genre_averages([GENRE_PROFILE_USER], ratings, rated_movies)
-    history = model.movie_rows(np.asarray(liked))
-    user_vector = model.user_vectors(scalers.user.transform(visitor), [history[history >= 0]])
-    columns_of_rows = model.movie_rows(movie_features["movieId"].to_numpy())
-    scores = np.where(columns_of_rows >= 0, model.scores(user_vector)[0][columns_of_rows], -np.inf)
+    scaled_visitor = scalers.user.transform(features.build_user_genre_averages([GENRE_PROFILE_USER], ratings, rated_movies))
+    scores = visitor_scores(model, liked, scaled_visitor[0], movie_features["movieId"].to_numpy())
     allowed[liked_rows] = False
     return ranked_listing(movie_features, scores, k, ~allowed)

@@ -40,7 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from threadpoolctl import threadpool_limits
 
-from recsys_pipeline import layout, ranking, recommend, releases
+from recsys_pipeline import layout, recommend, releases
+from recsys_pipeline.sequential import SequentialModel
 from recsys_pipeline.settings import data_dir_from_environment
 from recsys_pipeline.standardisation import FittedScalers
 
@@ -90,7 +91,7 @@ class Snapshot:
     manifest: dict[str, Any]
     movie_features: pd.DataFrame
     movie_embeddings: np.ndarray
-    model: ranking.RankingModel
+    model: SequentialModel
     scalers: FittedScalers
     # user_recommendations whole (for recommend.served_listing's error on an unknown user), and
     # indexed: each user's rows in rank order as positions [start, end) of the arrays below.
@@ -157,7 +158,7 @@ def load_snapshot(release: releases.Release) -> Snapshot:
         movie_embeddings = np.load(release.path(layout.file_name("movie_embeddings")), allow_pickle=False)
         if len(movie_embeddings) != len(movie_features):
             raise ValueError(f"movie_embeddings holds {len(movie_embeddings)} rows for {len(movie_features)} movies")
-        model = ranking.RankingModel.load(release.path(layout.file_name("ranking_model")))
+        model = SequentialModel.load(release.path(layout.file_name("ranking_model")))
         scalers = FittedScalers.from_dict(json.loads(release.path(layout.file_name("fitted_scalers")).read_text()))
         served = pd.read_parquet(release.path(layout.file_name("user_recommendations"))).sort_values(["userId", "rank"], kind="stable", ignore_index=True)
         served_movie_rows = pd.Index(movie_features["movieId"]).get_indexer(served["movieId"])
@@ -297,7 +298,7 @@ class Visitor(BaseModel):
 
     genres: dict[Annotated[str, Field(max_length=MAX_TITLE_LENGTH)], float] = Field(default_factory=dict, max_length=100, description="stars per genre (any case)")
     movies: list[int | Annotated[str, Field(max_length=MAX_TITLE_LENGTH)]] = Field(
-        default_factory=list, max_length=MAX_LIKED_MOVIES, description="liked movies in order: movieIds, or titles as a person writes them"
+        default_factory=list, max_length=MAX_LIKED_MOVIES, description="liked movies in the order watched, oldest first: movieIds, or titles as a person writes them"
     )
     k: int = Field(DEFAULT_K, ge=1, le=MAX_K)
     min_ratings: int = Field(0, ge=0, description="only movies with at least this many training ratings")

@@ -108,16 +108,27 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class RankingSettings:
-    """How the ranking head (recsys_pipeline.retrieval) is trained on implicit feedback."""
+    """How the time-aware ranking model (recsys_pipeline.sequential) is built and trained on each
+    user's ratings in order. Every field except `seed` is also a field of `ranking_model`'s run config."""
 
-    dimensions: int = _setting(64, "length of the user and movie ranking vectors", ge=1)
-    epochs: int = _setting(30, "passes over the training ratings at most (early stopping on validation NDCG@10 may end sooner)", ge=1)
-    batch_size: int = _setting(1024, "ratings per gradient step", ge=1)
-    learning_rate: float = _setting(3e-3, "Adam's learning rate", gt=0)
-    patience: int = _setting(3, "epochs without a better validation NDCG@10 before training stops", ge=1)
+    dimensions: int = _setting(64, "length of the user and movie vectors", ge=1)
+    max_history: int = _setting(50, "how many of a user's latest rated movies the user tower reads", ge=1)
+    encoder: str = _setting("pool", "how the user tower reads the history: learned recency pooling or one causal attention block", choices=("pool", "attention"))
+    gaps: bool = _setting(True, "add an embedding of the time from each history rating to the user's latest one")
+    user_content: bool = _setting(True, "add a projection of the user's per-genre averages (the seed's user features)")
+    targets: int = _setting(10, "how many of the following movies each history prefix learns to predict", ge=1)
+    mask_history: bool = _setting(True, "leave a prefix's own movies out of its softmax (they are never recommended)")
     negatives: str = _setting(
-        "in_batch", "softmax over the batch's movies with the log-Q correction (in_batch) or over every movie (all)", choices=("in_batch", "all")
+        "all", "softmax over every movie (all) or over the batch's target movies with the log-Q correction (in_batch, for large catalogues)", choices=("all", "in_batch")
     )
+    epochs: int = _setting(20, "passes over the users at most (early stopping on validation NDCG@10 may end sooner)", ge=1)
+    batch_size: int = _setting(256, "history prefixes per gradient step", ge=1)
+    learning_rate: float = _setting(1e-2, "Adam's learning rate", gt=0)
+    patience: int = _setting(2, "epochs without a better validation NDCG@10 before training stops", ge=1)
+    prefixes_per_user: int = _setting(32, "history prefixes drawn per user and epoch, fresh each epoch; 0: every prefix", ge=0)
+    recent: float = _setting(0.0, "above 0, prefixes are drawn more often toward the end of a user's ratings", ge=0)
+    refit_epochs: int = _setting(2, "epochs on training and validation ratings after early stopping, so movies first rated in validation are learned", ge=0)
+    item_item_l2: float = _setting(100.0, "ridge penalty of the item-item term (EASE) blended into the served score", gt=0)
     seed: int = field(default=DEFAULT_SEED, metadata={"ge": 0, "le": MAX_SEED})
 
     def __post_init__(self) -> None:

@@ -24,12 +24,9 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-import pandas as pd
 
-from recsys_pipeline import features
-from recsys_pipeline.model_inputs import ModelInputs, RatingRows, Scorer, SideInputs, TowerOutputs, rating_rows, scaled_inputs, side_inputs
+from recsys_pipeline.model_inputs import ModelInputs, RatingRows, Scorer, SideInputs, TowerOutputs
 from recsys_pipeline.settings import TrainingSettings
-from recsys_pipeline.standardisation import FittedScalers
 
 USER_TOWER = "user_tower"
 MOVIE_TOWER = "movie_tower"
@@ -223,47 +220,3 @@ def load_candidate(path: str) -> StoredCandidate:
 
 def scorer(model: keras.Model, inputs: ModelInputs) -> Scorer:
     return Scorer(embed(model, USER_TOWER, inputs.users), embed(model, MOVIE_TOWER, inputs.movies), *scale_and_offset(model))
-
-
-def user_scorer(model: keras.Model, scalers: FittedScalers, user_row: pd.DataFrame, user_row_number: int | None, movie_features: pd.DataFrame) -> Scorer:
-    """A Scorer for one user (row 0) against every movie in `movie_features`.
-
-    `user_row_number` is the user's row in the training user table, the ID the hybrid learned; None
-    (a new user, or one without training ratings) gives the out-of-vocabulary ID, so content alone.
-    """
-    out_of_vocabulary = model.get_layer(USER_TOWER).get_layer(f"{USER_TOWER}_id_embedding").input_dim - 1 if is_hybrid(model) else 0
-    user_id = out_of_vocabulary if user_row_number is None else user_row_number
-    users = SideInputs(scalers.user.transform(user_row)[None], np.array([user_id], dtype="int32"))
-    return Scorer(embed(model, USER_TOWER, users), embed(model, MOVIE_TOWER, side_inputs([movie_features], scalers.movie)), *scale_and_offset(model))
-
-
-def train_on_ratings(
-    train: pd.DataFrame,
-    validation: pd.DataFrame,
-    user_features: pd.DataFrame,
-    movie_features: pd.DataFrame,
-    scalers: FittedScalers,
-    settings: TrainingSettings,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-) -> tuple[keras.Model, dict[str, list[float]], ModelInputs]:
-    """Train on `train` with its rating statistics read out of `settings.out_of_fold_folds` folds
-    (0: in sample, as the notebook did), stopping on `validation`. Returns the model, its history and the full-training
-    inputs (block 0) that validation, test and recommendations read."""
-    folds = settings.out_of_fold_folds
-    if folds > 0:
-        fold = features.rating_folds(len(train), folds, settings.seed)
-        fold_users, fold_movies = features.out_of_fold_tables(train, fold, folds, user_features, movie_features)
-    else:
-        fold, fold_users, fold_movies = None, [], []
-    inputs = scaled_inputs(user_features, movie_features, scalers, fold_users, fold_movies)
-    model, history = train_two_tower(
-        inputs.users,
-        inputs.movies,
-        rating_rows(train, inputs, fold),
-        rating_rows(validation, inputs),
-        float(train["rating"].mean()),
-        settings,
-        on_epoch_end,
-    )
-    full = ModelInputs(inputs.user_ids, SideInputs(inputs.users.matrix[:1], inputs.users.ids), inputs.movie_ids, SideInputs(inputs.movies.matrix[:1], inputs.movies.ids))
-    return model, history, full

@@ -1,5 +1,5 @@
 """How the pipeline's steps fit together, without Dagster: ingest, split, features, scalers, a
-candidate model, its embeddings and its evaluation.
+candidate rating model, its embeddings, the ranking model, its evaluation and the served lists.
 
 The Dagster assets (recsys_pipeline.orchestration.assets), the benchmarks (bench/) and the tests
 call these functions, so the story is written once. Every feature and scaler is computed from the
@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from recsys_pipeline import evaluation, features, movielens, ranking, splits
-from recsys_pipeline.model_inputs import ModelInputs, rating_rows, scaled_inputs, side_inputs
-from recsys_pipeline.settings import TrainingSettings
+from recsys_pipeline.model_inputs import ModelInputs, rating_rows, scaled_inputs, side_inputs, training_inputs
+from recsys_pipeline.sequential import SequentialModel
+from recsys_pipeline.settings import RankingSettings, TrainingSettings
 from recsys_pipeline.standardisation import FittedScalers, fit_scalers
 
 TWO_TOWER = "two_tower"
@@ -119,9 +120,13 @@ def train_candidate(
 
     train = splits.training_rows(labelled)
     validation = labelled[labelled["split"] == splits.VALIDATION]
+    inputs, train_rows = training_inputs(train, user_features, movie_features, scalers, settings.out_of_fold_folds, settings.seed)
     started = time.perf_counter()
-    model, history, inputs = two_tower.train_on_ratings(train, validation, user_features, movie_features, scalers, settings, on_epoch_end)
+    model, history = two_tower.train_two_tower(
+        inputs.users, inputs.movies, train_rows, rating_rows(validation, inputs), float(train["rating"].mean()), settings, on_epoch_end
+    )
     training_seconds = time.perf_counter() - started
+    inputs = inputs.full_training()
     predicted = evaluation.clip_stars(two_tower.scorer(model, inputs).predict(rating_rows(validation, inputs)))
     global_mean = np.full(len(validation), train["rating"].mean())
     return Candidate(
@@ -154,11 +159,11 @@ class Evaluation:
 
 
 def evaluate(
-    model, ranker: ranking.RankingModel, labelled: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers
+    model, ranker: SequentialModel, labelled: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers
 ) -> Evaluation:
     """Validation and test error of `model` in stars (and MSE on the [-1, 1] scale) beside a global-mean
     and a user+item bias baseline fitted on the same training rows, and test ranking quality of
-    `ranker` (the served order) beside the most-popular baseline."""
+    `ranker` (the served order) beside its ablations and peers (`ranking_report`)."""
     from recsys_pipeline import two_tower
 
     inputs = scaled_inputs(user_features, movie_features, scalers)
@@ -195,58 +200,51 @@ def model_figure(table: pd.DataFrame, split: str, metric: str, model: str = TWO_
 
 
 def ranking_report(
-    ranker: ranking.RankingModel, labelled: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers, split: str = splits.TEST
+    ranker: SequentialModel, labelled: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers
 ) -> dict[str, float]:
-    """Top-10 precision and NDCG and recall@20 on `split` of `ranker` (candidates: movies not rated in
-    training; relevant: rated in `split`), beside the most-popular baseline."""
-    train = splits.training_rows(labelled)
+    """Top-10 precision and NDCG, recall@20 and coverage on test of the served ranking (`test_*`),
+    each user known by every rating before test (training and validation), as serving knows them;
+    candidates: movies rated in neither; relevant: rated in test. Beside it, measured on the same
+    users and candidates: the towers alone and the item-item term alone (`towers_*`,
+    `item_item_*`, ablations), EASE (`baseline_ease_*`) and most popular (`baseline_popularity_*`)."""
+    known = labelled[labelled["split"] != splits.TEST]
+    served = ranking.Ranker(ranker, known, user_features, movie_features, scalers)
+    known_pairs, test_pairs = _pairs(known, user_features, movie_features), _pairs(labelled[labelled["split"] == splits.TEST], user_features, movie_features)
+    popularity = evaluation.popularity_scores(np.bincount(known_pairs[1], minlength=len(movie_features)))
+    ease = ranking.ItemItem(*known_pairs, len(user_features), len(movie_features), EASE_L2).scorer()
+    scorers = {
+        "test": served.score_rows,
+        "towers": served.model_scores,
+        "item_item": served.item_item_scores,
+        "baseline_ease": ease,
+        "baseline_popularity": lambda user_rows: np.broadcast_to(popularity, (len(user_rows), len(popularity))),
+    }
+    by_scorer = evaluation.ranking_metrics_by_scorer(scorers, known_pairs, test_pairs, len(movie_features))
+    return {f"{prefix}_{name}": value for prefix, figures in by_scorer.items() for name, value in figures.items()}
+
+
+def _pairs(ratings: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(user rows, movie rows) of ratings in the feature tables."""
     inputs = ModelInputs(user_features["userId"].to_numpy(), None, movie_features["movieId"].to_numpy(), None)
-    train_rows, held_rows = rating_rows(train, inputs), rating_rows(labelled[labelled["split"] == split], inputs)
-    score_rows = ranking_scores(ranker, train, user_features, movie_features, scalers)
-    return evaluation.ranking_report(score_rows, (train_rows.user_rows, train_rows.movie_rows), (held_rows.user_rows, held_rows.movie_rows), movie_features["rating_count"].to_numpy())
+    rows = rating_rows(ratings, inputs)
+    return rows.user_rows, rows.movie_rows
 
 
 # --- ranking --------------------------------------------------------------------------------------
 
-
-def ranking_scores(ranker: ranking.RankingModel, known: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers, item_item_weight: float | None = None):
-    """`score_rows(user rows) -> users × movies` served scores, rows of `user_features` and columns of
-    `movie_features` (looked up by ID), each user known by the movies they rated in `known`: the two
-    towers' score blended with the item-item score of those movies (`ranking.blend`, weight
-    `item_item_weight`, default the model's own)."""
-    weight = ranker.item_item_weight if item_item_weight is None else item_item_weight
-    two_tower_rows = _two_tower_scores(ranker, known, user_features, movie_features, scalers)
-    if weight == 0:
-        return lambda user_rows: ranking.blend(two_tower_rows(user_rows), None, 0.0)
-    item_item_rows = _item_item_scores(ranker, known, user_features, movie_features)
-    return lambda user_rows: ranking.blend(two_tower_rows(user_rows), item_item_rows(user_rows), weight)
-
-
-def _two_tower_scores(ranker: ranking.RankingModel, known: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers):
-    scaled = scalers.user.transform(user_features)
-    histories = ranking.history_rows(ranker, user_features["userId"].to_numpy(), known["userId"].to_numpy(), known["movieId"].to_numpy())
-    columns = ranker.movie_rows(movie_features["movieId"].to_numpy())
-    if (columns < 0).any():
-        raise ValueError(f"the ranking model knows {int((columns >= 0).sum())} of the {len(columns)} movies of movie_features")
-
-    def score_rows(user_rows: np.ndarray) -> np.ndarray:
-        return ranker.scores(ranker.user_vectors(scaled[user_rows], [histories[row] for row in user_rows]))[:, columns]
-
-    return score_rows
-
-
-def _item_item_scores(ranker: ranking.RankingModel, known: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame):
-    inputs = ModelInputs(user_features["userId"].to_numpy(), None, movie_features["movieId"].to_numpy(), None)
-    pairs = rating_rows(known, inputs)
-    return ranking.item_item_scorer(pairs.user_rows, pairs.movie_rows, len(user_features), len(movie_features), ranker.item_item_l2)
+# EASE's ridge penalty as published for ml-latest-small: the peer model_evaluation reports.
+EASE_L2 = 100.0
 
 
 @dataclass(frozen=True)
 class RankingCandidate:
-    """A trained ranking head, exported, with its training history and the epoch early stopping kept."""
+    """The trained time-aware ranking model, exported with the item-item term's half-life and weight,
+    its training history and what validation said of each choice."""
 
-    model: ranking.RankingModel
+    model: SequentialModel
     history: dict[str, list[float]]
+    val_ndcg_by_half_life: dict[float, float]
+    val_ndcg_by_item_item_weight: dict[float, float]
     training_seconds: float
 
     @property
@@ -256,70 +254,66 @@ class RankingCandidate:
 
     @property
     def served_val_ndcg(self) -> float:
-        """Validation NDCG@10 of the served blend, at the chosen item-item weight."""
-        return self.history["val_ndcg_at_10_by_item_item_weight"][ranking.ITEM_ITEM_WEIGHTS.index(self.model.item_item_weight)]
+        """Validation NDCG@10 of the served blend, at the chosen half-life and item-item weight."""
+        return self.val_ndcg_by_item_item_weight[self.model.item_item_weight]
 
 
 def train_ranking_model(
-    rating_model,
-    rows: pd.DataFrame,
-    labelled: pd.DataFrame,
-    user_features: pd.DataFrame,
-    movie_features: pd.DataFrame,
-    scalers: FittedScalers,
-    settings,
-    validate_on: str | None = splits.VALIDATION,
-    on_epoch_end=None,
-    item_item_weight: float = 0.0,
+    labelled: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers, settings: RankingSettings, on_epoch_end=None
 ) -> RankingCandidate:
-    """Train the ranking head on the ratings in `rows` on top of `rating_model`'s towers; with
-    `validate_on`, stop early on that split's NDCG@10 (candidates: movies not in `rows`) and choose
-    the weight of the item-item term there, else use `item_item_weight`."""
-    from recsys_pipeline import retrieval, two_tower
+    """Train the time-aware towers on each user's training ratings in order, stopping early on
+    validation NDCG@10 (candidates: movies not rated in training); refit on training and validation
+    ratings; then choose the item-item term's half-life and weight on the same validation NDCG@10."""
+    from recsys_pipeline import sequential
 
-    inputs = ModelInputs(user_features["userId"].to_numpy(), None, movie_features["movieId"].to_numpy(), None)
-    pairs = rating_rows(rows, inputs)
-    kernels, biases = retrieval.user_tower_layers(rating_model, two_tower.USER_TOWER)
-    movie_vectors = two_tower.embed(rating_model, two_tower.MOVIE_TOWER, side_inputs([movie_features], scalers.movie)).vectors
-    content = ranking.content_vectors(kernels, biases, scalers.user.transform(user_features))
-    data = retrieval.ImplicitData(pairs.user_rows, pairs.movie_rows, content, movie_vectors)
-    validate = None
-    if validate_on is not None:
-        held = rating_rows(labelled[labelled["split"] == validate_on], inputs)
+    train = splits.training_rows(labelled)
+    train_pairs = _pairs(train, user_features, movie_features)
+    held = _pairs(labelled[labelled["split"] == splits.VALIDATION], user_features, movie_features)
+    movie_ids = movie_features["movieId"].to_numpy()
 
-        def validation_ndcg(scorers: dict) -> dict[object, np.ndarray]:
-            """Per-user validation NDCG@10 of each scorer (candidates: movies not in `rows`)."""
-            figures = evaluation.per_user_ranking_metrics(scorers, (pairs.user_rows, pairs.movie_rows), (held.user_rows, held.movie_rows), len(movie_features))
-            return {key: values[f"ndcg_at_{evaluation.RANKING_CUTOFF}"] for key, values in figures.items()}
+    def sequences_of(ratings: pd.DataFrame) -> sequential.Sequences:
+        users, movies = _pairs(ratings, user_features, movie_features)
+        return sequential.user_sequences(users, movies, ratings["timestamp"].to_numpy(), len(user_features), movie_ids)
 
-        def validate(model: ranking.RankingModel) -> float:
-            return float(np.mean(validation_ndcg({None: ranking_scores(model, rows, user_features, movie_features, scalers)})[None]))
+    data = sequential.TrainingData(
+        sequences_of(train), movie_ids, scalers.movie.transform(movie_features).astype("float32"), scalers.user.transform(user_features).astype("float32")
+    )
+
+    def validation_ndcg(scorers: dict) -> dict[object, np.ndarray]:
+        """Per-user validation NDCG@10 of each scorer (candidates: movies not rated in training)."""
+        figures = evaluation.per_user_ranking_metrics(scorers, train_pairs, held, len(movie_features))
+        return {key: values[f"ndcg_at_{evaluation.RANKING_CUTOFF}"] for key, values in figures.items()}
+
+    def validate(model: SequentialModel) -> float:
+        towers = ranking.Ranker(model, train, user_features, movie_features, scalers, item_item_weight=0.0)
+        return float(np.mean(validation_ndcg({None: towers.score_rows})[None]))
 
     started = time.perf_counter()
-    model, history = retrieval.train_retrieval(data, movie_features["movieId"].to_numpy(), kernels, biases, settings, validate, on_epoch_end)
-    if validate is not None:
-        # The towers are trained; the weight of the item-item term is chosen on the same validation NDCG@10.
-        two_tower_rows = _two_tower_scores(model, rows, user_features, movie_features, scalers)
-        item_item_rows = _item_item_scores(model, rows, user_features, movie_features)
-        by_weight = validation_ndcg(ranking.blends_by_weight(two_tower_rows, item_item_rows, ranking.ITEM_ITEM_WEIGHTS))
-        history["val_ndcg_at_10_by_item_item_weight"] = [float(np.mean(by_weight[weight])) for weight in ranking.ITEM_ITEM_WEIGHTS]
-        item_item_weight = ranking.chosen_item_item_weight(by_weight)
-    model = dataclasses.replace(model, item_item_weight=float(item_item_weight))
-    return RankingCandidate(model, history, time.perf_counter() - started)
+    refit = sequences_of(labelled[labelled["split"] != splits.TEST]) if settings.refit_epochs else None
+    trained = sequential.train_sequential(data, settings, validate, on_epoch_end, refit)
+    # The towers are trained; the item-item term's half-life, then its weight, on the same validation NDCG@10.
+    validated = dataclasses.replace(trained.validated, item_item_l2=settings.item_item_l2)
+    chooser = ranking.Ranker(validated, train, user_features, movie_features, scalers)
+    by_half_life = {h: float(np.mean(v)) for h, v in validation_ndcg(chooser.item_item_rows_by_half_life(ranking.HALF_LIVES)).items()}
+    half_life = max(by_half_life, key=by_half_life.get)
+    by_weight = validation_ndcg(chooser.score_rows_by_weight(ranking.ITEM_ITEM_WEIGHTS, half_life))
+    model = dataclasses.replace(
+        trained.model, item_item_weight=ranking.chosen_item_item_weight(by_weight), item_item_half_life=half_life, item_item_l2=settings.item_item_l2
+    )
+    return RankingCandidate(model, trained.history, by_half_life, {w: float(np.mean(v)) for w, v in by_weight.items()}, time.perf_counter() - started)
 
 
 def recommendations(
-    ranker: ranking.RankingModel, rated: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers, top_n: int, batch: int = 1024
+    ranker: SequentialModel, rated: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers, top_n: int, batch: int = 1024
 ) -> pd.DataFrame:
     """Every user's `top_n` movies by `ranker`, never one they rated in `rated` (every split):
-    userId, rank (1 = best), movieId, title, score (unclipped)."""
+    userId, rank (1 = best), movieId, title, score (unclipped). Each user is known by every rating in `rated`."""
     import scipy.sparse as sp  # imported here: every Dagster step loads this module, few need scipy
 
-    score_rows = ranking_scores(ranker, rated, user_features, movie_features, scalers)
+    score_rows = ranking.Ranker(ranker, rated, user_features, movie_features, scalers).score_rows
     user_ids = user_features["userId"].to_numpy()
-    inputs = ModelInputs(user_ids, None, movie_features["movieId"].to_numpy(), None)
-    seen = rating_rows(rated, inputs)
-    rated_matrix = sp.csr_matrix((np.ones(len(seen.user_rows), dtype=bool), (seen.user_rows, seen.movie_rows)), shape=(len(user_ids), len(movie_features)))
+    seen = _pairs(rated, user_features, movie_features)
+    rated_matrix = sp.csr_matrix((np.ones(len(seen[0]), dtype=bool), seen), shape=(len(user_ids), len(movie_features)))
     frames = []
     for start in range(0, len(user_ids), batch):
         rows = np.arange(start, min(start + batch, len(user_ids)))

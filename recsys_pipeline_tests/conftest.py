@@ -21,7 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_MOVIELENS = Path(os.environ.get("RECSYS_MOVIELENS", REPO_ROOT.parent / "shared" / "movielens" / "ml-latest-small"))
 SMALL_SPEC = SyntheticSpec(n_users=60, n_movies=120, n_ratings=3_000, n_tags=50, seed=7)
 # Small models for tests that need a trained graph but not a good one.
-SMALL_RUN_CONFIG = {"ops": {"trained_model": {"config": {"epochs": 2}}, "ranking_model": {"config": {"epochs": 2, "patience": 1}}}}
+SMALL_RANKING_CONFIG = {"epochs": 2, "patience": 1}
+SMALL_RUN_CONFIG = {"ops": {"trained_model": {"config": {"epochs": 2}}, "ranking_model": {"config": SMALL_RANKING_CONFIG}}}
 
 
 def pytest_collection_modifyitems(items):

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_pipeline import cli, layout, ranking, recommend, releases
+from recsys_pipeline import cli, layout, ranking, releases
+from recsys_pipeline.sequential import SequentialModel
 from recsys_pipeline.standardisation import FittedScalers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -142,46 +143,21 @@ def test_user_recommendations_are_the_served_rankers_order(data_dir, movie_featu
     served = pd.read_parquet(released_file(data_dir, "user_recommendations"))
     assert list(served.columns) == ["userId", "rank", "movieId", "title", "score"]
     assert served["userId"].nunique() == rating_splits["userId"].nunique()
-    model = ranking.RankingModel.load(released_file(data_dir, "ranking_model"))
+    model = SequentialModel.load(released_file(data_dir, "ranking_model"))
     users = pd.read_parquet(released_file(data_dir, "user_genre_averages"))
     scalers = FittedScalers.from_dict(json.loads(released_file(data_dir, "fitted_scalers").read_text()))
     user_id = int(users["userId"].iloc[0])
-    histories = ranking.history_rows(model, np.array([user_id]), rating_splits["userId"].to_numpy(), rating_splits["movieId"].to_numpy())
-    two_tower_scores = model.scores(model.user_vectors(scalers.user.transform(users.iloc[[0]]), histories))
-    # The item-item term from every rating, as served; the model's movies are movie_features' (by ID).
-    assert np.array_equal(model.movie_ids, movie_features["movieId"].to_numpy())
-    user_rows = pd.Index(users["userId"]).get_indexer(rating_splits["userId"])
-    item_item = ranking.item_item_scorer(user_rows, model.movie_rows(rating_splits["movieId"].to_numpy()), len(users), len(model.movie_ids), model.item_item_l2)
-    scores = ranking.blend(two_tower_scores, item_item(np.array([0])), model.item_item_weight)[0]
-    excluded = np.zeros(len(scores), dtype=bool)
-    excluded[histories[0]] = True
+    # The served ranker fed every rating, as user_recommendations feeds it.
+    ranker = ranking.Ranker(model, rating_splits, users, movie_features, scalers)
+    first = np.array([0])
+    scores = ranker.score_rows(first)[0]
+    blended = ranking.standardised(ranker.model_scores(first)) + model.item_item_weight * ranking.standardised(ranker.item_item_scores(first))
+    np.testing.assert_array_equal(scores, blended[0])
+    excluded = movie_features["movieId"].isin(rating_splits.loc[rating_splits["userId"] == user_id, "movieId"]).to_numpy()
     columns, best = ranking.top_movies(scores[None], 20, excluded[None])
     mine = served[served["userId"] == user_id].sort_values("rank").head(20)
-    assert mine["movieId"].tolist() == model.movie_ids[columns[0]].tolist()
-    np.testing.assert_allclose(mine["score"], best[0], rtol=1e-6)  # float32 products batch by batch
-
-
-def test_the_numpy_user_tower_equals_the_keras_one(data_dir, movie_features):
-    from recsys_pipeline import retrieval, two_tower
-
-    model = two_tower.load_model(str(released_file(data_dir, "accepted_model")))
-    scalers = FittedScalers.from_dict(json.loads(released_file(data_dir, "fitted_scalers").read_text()))
-    profile = recommend.genre_profile_features([("Drama", 4.5), ("Comedy", 2.0)], movie_features, scalers.target)
-    scaled = scalers.user.transform(profile)
-    side = model.get_layer(two_tower.USER_TOWER)
-    content = keras_content_vector(side, scaled)
-    served = ranking.RankingModel.load(released_file(data_dir, "ranking_model"))
-    np.testing.assert_allclose(served.content_vectors(scaled), content, atol=1e-5)
-    kernels, biases = retrieval.user_tower_layers(model, two_tower.USER_TOWER)
-    np.testing.assert_allclose(ranking.content_vectors(kernels, biases, scaled), content, atol=1e-5)
-
-
-def keras_content_vector(side, scaled: np.ndarray) -> np.ndarray:
-    import keras
-
-    content = keras.Model(side.inputs, side.get_layer("user_tower_content_vector").output)
-    inputs = [scaled] + ([np.zeros(len(scaled), dtype="int32")] if len(side.inputs) > 1 else [])
-    return np.asarray(content.predict(inputs, verbose=0))
+    assert mine["movieId"].tolist() == movie_features["movieId"].to_numpy()[columns[0]].tolist()
+    np.testing.assert_allclose(mine["score"], best[0], rtol=1e-6, atol=1e-6)  # the encoder is float32: batches round apart
 
 
 def test_min_ratings_keeps_only_movies_rated_that_often_in_training(capsys, data_dir, movie_features):

@@ -30,6 +30,7 @@ def _written(artifacts: Path) -> dict[str, int]:
     return {path.name: path.stat().st_mtime_ns for path in artifacts.iterdir() if path.suffix != ".json" or path.name == "fitted_scalers.json"}
 
 
+@pytest.mark.slow
 def test_cli_selections_rebuild_exactly_what_they_name(synthetic_movielens_dir, tmp_path):
     """`*` builds everything; `trained_model*` retrains and rebuilds everything downstream from the
     stored features; `raw_ratings+` (one asset of the ingest step and its children) reingests the
@@ -57,9 +58,21 @@ def test_cli_selections_rebuild_exactly_what_they_name(synthetic_movielens_dir, 
 
 @pytest.fixture(scope="module")
 def real_run(real_movielens_dir, tmp_path_factory) -> dg.ExecuteInProcessResult:
+    """The whole graph on ml-latest-small with its defaults: each user's latest ratings held out."""
     data_dir = tmp_path_factory.mktemp("real_run")
     job = build_definitions(str(real_movielens_dir), data_dir).resolve_job_def("recsys_pipeline")
     return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+@pytest.fixture(scope="module")
+def real_random_run(real_movielens_dir, tmp_path_factory) -> dg.ExecuteInProcessResult:
+    """The whole graph on the seed's and the published peers' protocol: a random 70/15/15 split."""
+    data_dir = tmp_path_factory.mktemp("real_random_run")
+    job = build_definitions(str(real_movielens_dir), data_dir).resolve_job_def("recsys_pipeline")
+    return job.execute_in_process(run_config=RANDOM_SPLIT, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+RANDOM_SPLIT = {"ops": {"rating_splits": {"config": {"method": "random"}}}}
 
 
 def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
@@ -74,8 +87,10 @@ def test_real_data_every_check_passes(real_run):
     assert [e.check_name for e in evaluations if not e.passed] == []
 
 
-def test_real_data_beats_the_honest_notebook_and_reports_baselines(real_run):
-    metrics = _metadata(real_run, "model_evaluation")
+def test_real_data_random_split_beats_the_honest_notebook_and_reports_baselines(real_random_run):
+    assert real_random_run.success
+    metrics = _metadata(real_random_run, "model_evaluation")
+    assert metrics["split_method"] == "random"
     # 0.873 is the notebook's design computed honestly on this split; the default model must beat
     # every published peer on it (best: item-kNN with baseline, 0.854).
     assert metrics["test_rmse"] <= 0.850
@@ -84,13 +99,14 @@ def test_real_data_beats_the_honest_notebook_and_reports_baselines(real_run):
     assert metrics["baseline_global_mean_rmse"] == pytest.approx(1.038, abs=0.002)
     assert metrics["baseline_bias_rmse"] == pytest.approx(0.874, abs=0.004)
     assert {"test_mae", "val_rmse"} <= set(metrics)
-    # The ranking head keeps the rating head's accuracy (issue 9: within 0.01 of 0.8185).
+    # The rating model's accuracy as accepted in issue 9 (within 0.01 of 0.8185).
     assert metrics["test_rmse"] <= 0.8285
-    # The served top 10 clearly ahead of recommending the most popular movies (0.109 / 0.129 here).
-    assert metrics["baseline_popularity_precision_at_10"] == pytest.approx(0.107, abs=0.005)
+    # The served top 10 clearly ahead of recommending the most popular movies, and not behind EASE
+    # (a margin for TensorFlow's arithmetic, which differs between CPUs).
     assert metrics["test_precision_at_10"] >= metrics["baseline_popularity_precision_at_10"] + 0.04
     assert metrics["test_ndcg_at_10"] >= metrics["baseline_popularity_ndcg_at_10"] + 0.05
     assert metrics["test_recall_at_20"] > metrics["baseline_popularity_recall_at_20"]
+    assert metrics["test_ndcg_at_10"] >= metrics["baseline_ease_ndcg_at_10"] - 0.01
 
 
 def test_real_data_features_cover_every_movie_and_user(real_run):
@@ -100,30 +116,15 @@ def test_real_data_features_cover_every_movie_and_user(real_run):
     assert _metadata(real_run, "similar_movies")["dagster/row_count"] == 97_420
 
 
-def test_real_data_served_ranking_matches_ease_and_each_ingredient_counts(real_run):
-    """The served list measured beside EASE (lambda 100, the brief's strongest peer) and beside each
-    of its two ingredients alone, in the same run and on the same split, by the same protocol."""
-    import dataclasses
-
-    from recsys_pipeline import evaluation, ranking, splits, workflow
-    from recsys_pipeline.model_inputs import ModelInputs, rating_rows
-    from recsys_pipeline.standardisation import FittedScalers
-
-    model = real_run.output_for_node("ranking_model")
-    labelled, users, movies = (real_run.output_for_node(name) for name in ("rating_splits", "user_genre_averages", "movie_features"))
-    scalers = FittedScalers.from_dict(real_run.output_for_node("fitted_scalers"))
-    served = workflow.ranking_report(model, labelled, users, movies, scalers)
-    assert served["test_precision_at_10"] == pytest.approx(_metadata(real_run, "model_evaluation")["test_precision_at_10"], abs=1e-4)
-    head_alone = workflow.ranking_report(dataclasses.replace(model, item_item_weight=0.0), labelled, users, movies, scalers)
-
-    inputs = ModelInputs(users["userId"].to_numpy(), None, movies["movieId"].to_numpy(), None)
-    train, test = rating_rows(splits.training_rows(labelled), inputs), rating_rows(labelled[labelled["split"] == splits.TEST], inputs)
-    train_pairs, test_pairs = (train.user_rows, train.movie_rows), (test.user_rows, test.movie_rows)
-    peers = {
-        name: evaluation.ranking_metrics(ranking.item_item_scorer(*train_pairs, len(users), len(movies), l2), train_pairs, test_pairs, len(movies))
-        for name, l2 in (("ease", 100.0), ("item_item_alone", model.item_item_l2))
-    }
-    for metric in ("precision_at_10", "ndcg_at_10"):
-        assert served[f"test_{metric}"] >= peers["ease"][metric] - 0.005, metric
-        assert served[f"test_{metric}"] >= head_alone[f"test_{metric}"] + 0.01, metric
-        assert served[f"test_{metric}"] >= peers["item_item_alone"][metric] - 0.002, metric
+def test_real_data_served_ranking_beats_ease_on_each_users_future(real_run):
+    """model_evaluation's served list on each user's latest ratings (the default chronological split)
+    beside EASE (lambda 100, the strongest peer) and most popular, measured in the same run on the
+    same users and candidates. The margins leave room for TensorFlow's arithmetic, which differs
+    between CPUs: the towers' share of the score moves a little from machine to machine, the
+    item-item term (numpy, float64) does not. On this machine: NDCG@10 about 1.3x EASE's."""
+    figures = _metadata(real_run, "model_evaluation")
+    assert figures["split_method"] == "chronological"
+    assert figures["test_ndcg_at_10"] >= 1.15 * figures["baseline_ease_ndcg_at_10"]
+    assert figures["test_precision_at_10"] >= figures["baseline_ease_precision_at_10"]
+    assert figures["test_ndcg_at_10"] >= figures["towers_ndcg_at_10"] + 0.01
+    assert figures["towers_ndcg_at_10"] >= figures["baseline_popularity_ndcg_at_10"] + 0.01

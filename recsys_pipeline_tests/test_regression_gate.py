@@ -12,6 +12,9 @@ from recsys_pipeline.definitions import build_definitions
 from recsys_pipeline import releases
 from recsys_pipeline.layout import ARTIFACTS_DIR, releases_dir
 from recsys_pipeline.orchestration.checks import REGRESSION_GATE, regression_gate_result
+from recsys_pipeline_tests.conftest import SMALL_RANKING_CONFIG
+
+pytestmark = pytest.mark.slow
 
 RETRAIN_JOB = "recsys_pipeline"
 GOOD_TRAINING = {"epochs": 4}
@@ -29,7 +32,7 @@ ACCEPTED_SIDE = {"accepted_model", "movie_embeddings", "embedding_distance_matri
 
 
 def training_run_config(settings: dict) -> dict:
-    return {"ops": {"trained_model": {"config": settings}}}
+    return {"ops": {"trained_model": {"config": settings}, "ranking_model": {"config": SMALL_RANKING_CONFIG}}}
 
 
 def snapshot(artifacts, names) -> dict[str, bytes]:

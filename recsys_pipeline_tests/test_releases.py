@@ -15,8 +15,11 @@ import pytest
 from recsys_pipeline import cli, layout, releases
 from recsys_pipeline.definitions import build_definitions
 from recsys_pipeline.synthetic import SyntheticSpec, write_movielens
+from recsys_pipeline_tests.conftest import SMALL_RANKING_CONFIG
 
 from .test_reliability_pipeline import start_run
+
+pytestmark = pytest.mark.slow
 
 # --- the release store on its own ---------------------------------------------------------------
 
@@ -71,9 +74,9 @@ def test_a_corrupt_release_is_refused_as_a_rollback_target_and_a_corrupt_pointer
 
 # --- through the pipeline and the recsys command --------------------------------------------------
 
-ONE_EPOCH = {"ops": {"trained_model": {"config": {"epochs": 1}}}}
+ONE_EPOCH = {"ops": {"trained_model": {"config": {"epochs": 1}}, "ranking_model": {"config": SMALL_RANKING_CONFIG}}}
 # Far worse than the first model: the regression gate refuses it.
-DEGRADED = {"ops": {"trained_model": {"config": {"epochs": 1, "learning_rate": 1e-6}}}}
+DEGRADED = {"ops": {"trained_model": {"config": {"epochs": 1, "learning_rate": 1e-6}}, "ranking_model": {"config": SMALL_RANKING_CONFIG}}}
 
 
 def run_graph(source: Path, data_dir: Path, run_config: dict, seed: int | None = None) -> dg.ExecuteInProcessResult:

@@ -26,14 +26,14 @@ from recsys_pipeline import movielens
 from recsys_pipeline.definitions import build_definitions
 from recsys_pipeline.layout import ARTIFACTS_DIR
 from recsys_pipeline.orchestration.assets.ingest import RATINGS_NEEDED_NO_REPAIR
+from recsys_pipeline_tests.conftest import SMALL_RUN_CONFIG
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ONE_EPOCH = {"ops": {"trained_model": {"config": {"epochs": 1}}}}
 # Ingest and features: the same source and seed must reproduce these byte for byte.
 DETERMINISTIC = ["raw_movies.parquet", "raw_ratings.parquet", "rating_splits.parquet", "movie_features.parquet", "user_genre_averages.parquet", "fitted_scalers.json"]
 
 
-def materialize(source: Path | str, data_dir: Path, run_config: dict = ONE_EPOCH, seed: int | None = None) -> dg.ExecuteInProcessResult:
+def materialize(source: Path | str, data_dir: Path, run_config: dict = SMALL_RUN_CONFIG, seed: int | None = None) -> dg.ExecuteInProcessResult:
     defs = build_definitions(str(source), data_dir, **({} if seed is None else {"seed": seed}))
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(run_config=run_config, instance=dg.DagsterInstance.ephemeral())
@@ -45,11 +45,9 @@ def artifact_hashes(data_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def baseline(synthetic_movielens_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data folder holding one complete, successful run's artifacts."""
-    data_dir = tmp_path_factory.mktemp("baseline")
-    assert materialize(synthetic_movielens_dir, data_dir).success
-    return data_dir
+def baseline(materialized_data_dir: Path) -> Path:
+    """A data folder holding one complete, successful run's artifacts (`materialize` with its defaults); read only."""
+    return materialized_data_dir
 
 
 @pytest.fixture
@@ -82,6 +80,7 @@ BAD_SOURCES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BAD_SOURCES))
 def test_a_bad_source_is_refused_and_every_earlier_artifact_is_unchanged(
     case: str, synthetic_movielens_dir: Path, earlier_run: Path, tmp_path: Path
@@ -109,6 +108,7 @@ def test_a_bad_archive_or_path_is_refused_and_every_earlier_artifact_is_unchange
     assert artifact_hashes(earlier_run) == before
 
 
+@pytest.mark.slow
 def test_the_cli_exits_non_zero_naming_the_problem_and_changes_nothing(synthetic_movielens_dir: Path, earlier_run: Path, tmp_path: Path) -> None:
     source = bad_copy(synthetic_movielens_dir, tmp_path / "bad", movielens.RATINGS_FILE, replace_line(5, "2,abc,4.0,964982703"))
     before = artifact_hashes(earlier_run)
@@ -197,6 +197,7 @@ def kill_when_seen(run: subprocess.Popen, marker: str, timeout_s: float = 120) -
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("moment", "marker"), [("training", "epoch 3/500"), ("writing_the_model", "MODEL WRITTEN TO TEMPORARY FILE")])
 def test_sigkill_mid_run_keeps_earlier_artifacts_and_the_next_run_succeeds(
     moment: str, marker: str, synthetic_movielens_dir: Path, earlier_run: Path
@@ -218,6 +219,7 @@ def test_sigkill_mid_run_keeps_earlier_artifacts_and_the_next_run_succeeds(
     assert set(artifact_hashes(earlier_run)) == set(before)  # the abandoned temporary file is gone
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_both_succeed_and_leave_whole_artifacts(synthetic_movielens_dir: Path, baseline: Path, tmp_path: Path) -> None:
     archive = tmp_path / "ml-latest-small.zip"
     with zipfile.ZipFile(archive, "w") as bundle:  # both runs also extract it into the same cache at once
@@ -241,6 +243,7 @@ def test_two_runs_at_once_both_succeed_and_leave_whole_artifacts(synthetic_movie
 # --- Reproducibility ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_same_seed_reproduces_splits_and_features_byte_for_byte_and_metrics_closely(
     synthetic_movielens_dir: Path, baseline: Path, tmp_path: Path
 ) -> None:
@@ -259,6 +262,7 @@ def test_the_same_seed_reproduces_splits_and_features_byte_for_byte_and_metrics_
     assert artifact_hashes(other_seed)["rating_splits.parquet"] != first["rating_splits.parquet"]
 
 
+@pytest.mark.slow
 def test_an_unreachable_source_fails_the_cli_with_one_line_naming_the_variable(tmp_path: Path) -> None:
     unreachable = "https://127.0.0.1:9/ml-latest-small.zip"  # the discard port: connection refused at once
     completed = subprocess.run(

@@ -74,6 +74,7 @@ def _listening_addresses(pids: list[int]) -> set[tuple[ipaddress.IPv4Address | i
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_dagster_dev_listens_on_loopback_only(synthetic_movielens_dir: Path, tmp_path: Path) -> None:
     with socket.socket() as probe:

@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_pipeline import cli, layout, ranking, recommend, releases
+from recsys_pipeline import cli, layout, recommend, releases
 from recsys_pipeline.atomic import write_json_atomically
+from recsys_pipeline.sequential import SequentialModel
 from recsys_pipeline.standardisation import FittedScalers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -106,8 +107,8 @@ class ReleaseFiles:
     def table(self, asset: str) -> pd.DataFrame:
         return pd.read_parquet(self.release.path(layout.file_name(asset)))
 
-    def model(self) -> ranking.RankingModel:
-        return ranking.RankingModel.load(self.release.path(layout.file_name("ranking_model")))
+    def model(self) -> SequentialModel:
+        return SequentialModel.load(self.release.path(layout.file_name("ranking_model")))
 
     def scalers(self) -> FittedScalers:
         return FittedScalers.from_dict(json.loads(self.release.path(layout.file_name("fitted_scalers")).read_text()))
@@ -349,7 +350,7 @@ def publish_variant(data_dir: Path, base: releases.Release, release_id: str, see
     served = pd.read_parquet(files["user_recommendations.parquet"])
     served["score"] += seed
     served.to_parquet(files_entry(files, scratch, "user_recommendations.parquet"))
-    model = ranking.RankingModel.load(files["ranking_model.npz"])
+    model = SequentialModel.load(files["ranking_model.npz"])
     noise = np.random.default_rng(seed).normal(0, 1, len(model.movie_biases)).astype(model.movie_biases.dtype)
     dataclasses.replace(model, movie_biases=model.movie_biases + noise).save(files_entry(files, scratch, "ranking_model.npz"))
     embeddings = np.load(files["movie_embeddings.npy"])

@@ -45,6 +45,7 @@ def test_unset_variables_mean_the_defaults():
     assert EnvironmentSettings.from_environment({"RECSYS_SEED": "7", "RECSYS_RMSE_TOLERANCE": "0"}).seed == 7
 
 
+@pytest.mark.slow
 def test_the_dagster_command_prints_one_line_for_a_bad_variable(tmp_path):
     result = subprocess.run(
         [str(REPO_ROOT / ".venv" / "bin" / "dagster") if (REPO_ROOT / ".venv" / "bin" / "dagster").exists() else "dagster",

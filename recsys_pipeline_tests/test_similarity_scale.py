@@ -43,6 +43,7 @@ def unit_vectors_at(angles: list[float]) -> np.ndarray:
     return np.column_stack([np.cos(angles), np.sin(angles)])
 
 
+@pytest.mark.slow
 def test_top_10_identical_to_brute_force_at_ml_latest_small_shape():
     embeddings = unit_vectors(*ML_LATEST_SMALL_SHAPE, duplicates=300)
     neighbours, distances = nearest_neighbours(embeddings, 10)

@@ -23,6 +23,7 @@ def _inputs(rng: np.random.Generator, blocks: int = 3):
     return users, movies, rows, validation
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hybrid", [False, True])
 def test_content_and_hybrid_models_train_and_reload_in_safe_mode(tmp_path, hybrid):
     users, movies, train, validation = _inputs(np.random.default_rng(0))
@@ -46,6 +47,7 @@ def test_content_and_hybrid_models_train_and_reload_in_safe_mode(tmp_path, hybri
     np.testing.assert_allclose(scorer.predict(validation), reloaded.predict(batch, verbose=0).ravel(), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_hybrid_zeroes_the_out_of_vocabulary_rows_so_unseen_users_get_content_only():
     users, movies, train, validation = _inputs(np.random.default_rng(1))
     settings = TrainingSettings(epochs=1, batch_size=64, seed=1, tower_widths=(8,), embedding_size=4, hybrid=True)
@@ -56,6 +58,7 @@ def test_hybrid_zeroes_the_out_of_vocabulary_rows_so_unseen_users_get_content_on
             assert np.all(weights[-1] == 0) and np.any(weights[:-1] != 0)
 
 
+@pytest.mark.slow
 def test_the_graph_runs_the_content_model_on_the_chronological_split(synthetic_movielens_dir, tmp_path):
     import dagster as dg
     import pandas as pd

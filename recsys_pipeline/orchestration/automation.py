@@ -1,6 +1,7 @@
 """What runs without anyone clicking: a retraining job on a schedule, a sensor that retrains when the
 source data's content changes, and the declarative conditions that carry new upstream data through
-to the model and the similarity tables, stopping at any failing blocking check.
+the model, the similarity tables, the ranking model and the served lists to a new release, stopping
+at any failing blocking check.
 """
 
 import hashlib

@@ -1,7 +1,7 @@
 """IO managers: one file per asset under a configurable base path, written atomically.
 
-Tables are Parquet, arrays `.npy`, scaler parameters JSON and the model `.keras`; nothing is
-pickled. Local files are written to a temporary file beside the target and renamed over it, so a
+Tables are Parquet, arrays `.npy`, the exported ranking model's arrays `.npz`, scaler parameters
+JSON and the rating model `.keras`; nothing is pickled. Local files are written to a temporary file beside the target and renamed over it, so a
 failed or killed run leaves the previous artifact intact. On an object store each artifact is
 serialised to a local scratch file and streamed up in one `put_file` (a reader sees the previous
 object or the new one), and read back by streaming it down with `get_file`: neither direction holds
@@ -24,7 +24,7 @@ from upath import UPath
 
 from recsys_pipeline.atomic import atomic_target
 from recsys_pipeline.layout import EXTENSIONS, asset_format
-from recsys_pipeline.ranking import RankingModel
+from recsys_pipeline.sequential import SequentialModel
 from recsys_pipeline.orchestration.config import refuse_bad_run_config
 
 
@@ -107,11 +107,11 @@ class RankingModelIOManager(_ArtifactIOManager):
 
     extension = EXTENSIONS["npz"]
 
-    def write(self, obj: RankingModel, path: Path) -> None:
+    def write(self, obj: SequentialModel, path: Path) -> None:
         obj.save(path)
 
-    def read(self, path: Path) -> RankingModel:
-        return RankingModel.load(path)
+    def read(self, path: Path) -> SequentialModel:
+        return SequentialModel.load(path)
 
 
 class CandidateIOManager(_ArtifactIOManager):

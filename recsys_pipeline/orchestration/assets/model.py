@@ -1,11 +1,11 @@
-"""Model: a candidate trained on the training rows, accepted only through the regression gate, and
-the accepted model's movie embeddings."""
+"""Model: a rating model trained on the training rows, accepted only through the regression gate, and
+the accepted model's movie embeddings; and the time-aware ranking model that orders what users see."""
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import ranking, splits, workflow
+from recsys_pipeline import workflow
 from recsys_pipeline.orchestration.automation import ON_ACCEPTED_MODEL_UPDATE, ON_UPSTREAM_UPDATE
 from recsys_pipeline.orchestration.checks import REGRESSION_GATE, regression_gate_result
 from recsys_pipeline.orchestration.config import RankingConfig, TrainingConfig, ranking_settings, training_settings
@@ -137,7 +137,10 @@ def movie_embeddings(accepted_model, movie_features: pd.DataFrame, fitted_scaler
     group_name="model",
     kinds={"numpy", "tensorflow"},
     io_manager_key=io_manager_key("ranking_model"),
-    code_version="1",
+    code_version="3",
+    # It reads no rating model, but a retrain whose rating model fails the regression gate must not
+    # change what is served either: it runs after accepted_model, like everything it publishes with.
+    deps=["accepted_model"],
     automation_condition=ON_ACCEPTED_MODEL_UPDATE,
     pool="training",
 )
@@ -145,33 +148,26 @@ def ranking_model(
     context: dg.AssetExecutionContext,
     config: RankingConfig,
     reproducibility: Reproducibility,
-    accepted_model,
     rating_splits: pd.DataFrame,
     user_genre_averages: pd.DataFrame,
     movie_features: pd.DataFrame,
     fitted_scalers: dict,
 ):
-    """The ranking head on the accepted model's towers, trained on the training ratings to pick each
-    rated movie out of the catalogue (softmax, the user known by their other rated movies), with
-    early stopping on validation NDCG@10; then the weight of the item-item term (EASE on the same
-    training ratings) blended into the served score, chosen on validation NDCG@10 too. Exported as
-    numpy arrays (recsys_pipeline.ranking).
-    model_evaluation measures it; user_recommendations serves it, each user known by every movie they rated."""
+    """What a person watches next: a time-aware two-tower (recsys_pipeline.sequential) whose user
+    tower reads each user's latest rated movies in order, with their recency, beside the seed's
+    per-genre averages, and whose movie tower reads the seed's movie features and an ID embedding.
+    Trained on the training ratings to predict each user's next movies (softmax over the whole
+    catalogue), stopped early on validation NDCG@10 and refitted on training and validation
+    ratings; then the half-life and the weight of the item-item term blended into the served score
+    (EASE fed a recency-weighted history) are chosen on validation NDCG@10 too. Exported as numpy
+    arrays: serving never imports TensorFlow. model_evaluation measures it; user_recommendations
+    serves it, each user known by every movie they rated."""
     settings = ranking_settings(config, reproducibility.seed)
 
     def log_epoch(epoch: int, loss: float, val_ndcg: float | None) -> None:
         context.log.info(f"epoch {epoch + 1}/{settings.epochs}: loss {loss:.4f}, validation NDCG@10 {val_ndcg:.4f}")
 
-    candidate = workflow.train_ranking_model(
-        accepted_model,
-        splits.training_rows(rating_splits),
-        rating_splits,
-        user_genre_averages,
-        movie_features,
-        FittedScalers.from_dict(fitted_scalers),
-        settings,
-        on_epoch_end=log_epoch,
-    )
+    candidate = workflow.train_ranking_model(rating_splits, user_genre_averages, movie_features, FittedScalers.from_dict(fitted_scalers), settings, log_epoch)
     return dg.MaterializeResult(
         value=candidate.model,
         metadata={
@@ -180,15 +176,18 @@ def ranking_model(
             **rounded(
                 {
                     "best_val_ndcg_at_10": max(candidate.history["val_ndcg_at_10"]),
+                    "item_item_half_life": candidate.model.item_item_half_life,
                     "item_item_weight": candidate.model.item_item_weight,
                     "served_val_ndcg_at_10": candidate.served_val_ndcg,
                     "training_seconds": candidate.training_seconds,
                 }
             ),
-            "val_ndcg_by_item_item_weight": dg.MetadataValue.md(
-                "| item-item weight | validation NDCG@10 |\n|---:|---:|\n"
-                + "\n".join(f"| {weight:g} | {ndcg:.4f} |" for weight, ndcg in zip(ranking.ITEM_ITEM_WEIGHTS, candidate.history["val_ndcg_at_10_by_item_item_weight"]))
+            "val_ndcg_by_choice": dg.MetadataValue.md(
+                "| item-item half-life (ratings) | validation NDCG@10 of the item-item term |\n|---:|---:|\n"
+                + "\n".join(f"| {half_life:g} | {ndcg:.4f} |" for half_life, ndcg in candidate.val_ndcg_by_half_life.items())
+                + "\n\n| item-item weight | validation NDCG@10 of the served blend |\n|---:|---:|\n"
+                + "\n".join(f"| {weight:g} | {ndcg:.4f} |" for weight, ndcg in candidate.val_ndcg_by_item_item_weight.items())
             ),
-            "validation_ndcg": line_chart({"validation NDCG@10": candidate.history["val_ndcg_at_10"]}, "Validation NDCG@10 per epoch", "epoch", "NDCG@10"),
+            "validation_ndcg": line_chart({"validation NDCG@10 (towers)": candidate.history["val_ndcg_at_10"]}, "Validation NDCG@10 per epoch", "epoch", "NDCG@10"),
         },
     )

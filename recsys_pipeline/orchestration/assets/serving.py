@@ -23,8 +23,8 @@ RELEASED_METRICS = ("test_rmse", "test_mae")
     automation_condition=ON_ACCEPTED_MODEL_UPDATE,
 )
 def release(context: dg.AssetExecutionContext, config: ReleaseConfig, release_store: ReleaseStore) -> dg.MaterializeResult:
-    """Copies every artifact a consumer reads (model, scalers, features, embeddings, similar movies,
-    evaluation) into a new immutable release with a manifest of their SHA-256, then makes it current
+    """Copies every artifact a consumer reads (layout.RELEASED_ASSETS: features, scalers, the models,
+    embeddings, similar movies, evaluation, the served lists) into a new immutable release with a manifest of their SHA-256, then makes it current
     in one atomic step. Runs only after all of them materialized and passed their blocking checks,
     so a failed, refused, gated or interrupted run leaves the current release as it was. The
     regression gate compares later candidates with this release's validation RMSE."""
@@ -50,15 +50,15 @@ def release(context: dg.AssetExecutionContext, config: ReleaseConfig, release_st
     )
 
 
-@dg.asset(group_name="serving", kinds={"pandas", "parquet"}, code_version="1", automation_condition=ON_ACCEPTED_MODEL_UPDATE)
+@dg.asset(group_name="serving", kinds={"pandas", "parquet"}, code_version="3", automation_condition=ON_ACCEPTED_MODEL_UPDATE)
 def user_recommendations(
     config: RecommendationsConfig, ranking_model, rating_splits: pd.DataFrame, user_genre_averages: pd.DataFrame, movie_features: pd.DataFrame, fitted_scalers: dict
 ) -> dg.MaterializeResult[pd.DataFrame]:
     """For every user, the top_n movies they have not rated (no rating in any split), best first:
     userId, rank (1 = best), movieId, title, score (the served, unclipped score). What a downstream
     service loads, and what `recsys recommend --user` prints. The same ranker model_evaluation
-    measured, fed with every rating: each user's history and the item-item weights come from all
-    the ratings of the source, not only the training split."""
+    measured, fed with every rating: each user's history in order (their latest ratings included)
+    and the item-item term come from all the ratings of the source, not only the training split."""
     table = workflow.recommendations(ranking_model, rating_splits, user_genre_averages, movie_features, FittedScalers.from_dict(fitted_scalers), config.top_n)
     return dg.MaterializeResult(
         value=table,

@@ -25,8 +25,8 @@ import pandas as pd
 
 from recsys_pipeline.sequential import SequentialModel, Sequences, user_sequences
 
-# Weights of the item-item term tried on validation (0: the two towers alone).
-ITEM_ITEM_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# Weights of the item-item term tried on validation (0: the towers alone; inf: the item-item term alone).
+ITEM_ITEM_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
 # The two standardised scores counting equally: kept unless validation clearly prefers another weight.
 EQUAL_WEIGHT = 1.0
 # Half-lives (in ratings) of the item-item term's recency weighting tried on validation; inf: plain EASE.
@@ -196,10 +196,17 @@ def standardised(scores: np.ndarray) -> np.ndarray:
 
 
 def blend(two_tower_scores: np.ndarray, item_item: np.ndarray | None, weight: float) -> np.ndarray:
-    """The served score: the two towers' score plus `weight` times the item-item score, each standardised per user."""
+    """The served score: the two towers' score plus `weight` times the item-item score, each
+    standardised per user; an infinite weight is the item-item score alone."""
     if item_item is None or weight == 0:
         return standardised(two_tower_scores)
-    return standardised(two_tower_scores) + weight * standardised(item_item)
+    return _weighted_sum(standardised(two_tower_scores), standardised(item_item), weight)
+
+
+def _weighted_sum(two_tower: np.ndarray, item_item: np.ndarray, weight: float) -> np.ndarray:
+    if weight == 0:
+        return two_tower
+    return item_item if math.isinf(weight) else two_tower + weight * item_item
 
 
 def blends_by_weight(two_tower_rows, item_item_rows, weights) -> dict[float, object]:
@@ -216,8 +223,7 @@ def blends_by_weight(two_tower_rows, item_item_rows, weights) -> dict[float, obj
 
     def scorer(weight: float):
         def score_rows(user_rows: np.ndarray) -> np.ndarray:
-            two_tower, item_item = parts(user_rows)
-            return two_tower if weight == 0 else two_tower + weight * item_item
+            return _weighted_sum(*parts(user_rows), weight)
 
         return score_rows
 

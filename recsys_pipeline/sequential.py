@@ -109,7 +109,6 @@ def gap_buckets(gap_seconds: np.ndarray) -> np.ndarray:
 MOVIE_IDS, MOVIE_VECTORS, MOVIE_BIASES, HISTORY_VECTORS = "movie_ids", "movie_vectors", "movie_biases", "history_vectors"
 RANK_EMBEDDINGS, GAP_EMBEDDINGS, OUT_PROJECTION, CONTENT_PROJECTION, USER_BIAS = "rank_embeddings", "gap_embeddings", "out_projection", "content_projection", "user_bias"
 ENCODER_PREFIX = "encoder_"
-SCALARS = ("encoder", "item_item_weight", "item_item_half_life", "item_item_l2")
 
 
 @dataclass(frozen=True)

@@ -26,17 +26,20 @@ def _distance_block(rows: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
 def squared_distance_matrix(embeddings: np.ndarray, block_rows: int = 2048, out: np.ndarray | None = None) -> np.ndarray:
     """The full (n, n) float32 matrix: exactly symmetric, zero on the diagonal.
 
-    Only blocks on or above the diagonal are computed; each is mirrored below it, so symmetry is
-    exact rather than up to rounding. `out` may be a memory-mapped array for matrices beyond RAM.
+    Only the upper triangle is computed and each entry is mirrored below the diagonal, so symmetry
+    is exact rather than up to rounding. That includes the diagonal blocks: a block's product with
+    itself is not bit-symmetric (BLAS sums in different orders for (i, j) and (j, i)), so only its
+    upper triangle is kept. `out` may be a memory-mapped array for matrices beyond RAM.
     """
     n = len(embeddings)
     matrix = np.empty((n, n), dtype="float32") if out is None else out
     for start in range(0, n, block_rows):
         stop = min(start + block_rows, n)
         block = _distance_block(embeddings[start:stop], embeddings[start:])
+        diagonal_block = np.triu(block[:, : stop - start], k=1)
+        block[:, : stop - start] = diagonal_block + diagonal_block.T
         matrix[start:stop, start:] = block
         matrix[start:, start:stop] = block.T
-    np.fill_diagonal(matrix, 0.0)
     return matrix
 
 

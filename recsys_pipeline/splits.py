@@ -84,11 +84,15 @@ def training_rows(splits: pd.DataFrame) -> pd.DataFrame:
     return splits[splits["split"] == TRAIN]
 
 
-def partition_problems(labelled: pd.DataFrame, n_ratings: int, fractions: tuple[float, float, float], tolerance: float = 0.01) -> list[str]:
+def partition_problems(
+    labelled: pd.DataFrame, n_ratings: int, fractions: tuple[float, float, float], method: str = RANDOM, tolerance: float = 0.01
+) -> list[str]:
     """What, if anything, keeps `labelled` from being a clean partition of `n_ratings` ratings.
 
     Each rating must carry exactly one label (so the splits are disjoint), every rating must be
-    present, and each split's share must be within `tolerance` of its configured fraction.
+    present, and each split's share must be within `tolerance` of its configured fraction, beyond
+    what `method` rounds to whole ratings (`rounding_slack`): few ratings, or many users with few
+    ratings each, are legitimate data and must not fail.
     """
     problems = []
     if len(labelled) != n_ratings:
@@ -98,9 +102,21 @@ def partition_problems(labelled: pd.DataFrame, n_ratings: int, fractions: tuple[
         problems.append(f"{unlabelled} ratings carry no split label")
     if labelled.duplicated(["userId", "movieId"]).any():
         problems.append("a (userId, movieId) rating appears more than once")
-    shares = labelled["split"].value_counts(normalize=True)
+    counts = labelled["split"].value_counts()
+    slack = rounding_slack(labelled, method)
     for name, fraction in zip(SPLITS, fractions, strict=True):
-        share = float(shares.get(name, 0.0))
-        if abs(share - fraction) > tolerance:
-            problems.append(f"{name} holds {share:.2%} of ratings, expected {fraction:.0%} ± {tolerance:.0%}")
+        count = int(counts.get(name, 0))
+        if abs(count - fraction * len(labelled)) > tolerance * len(labelled) + slack:
+            share = count / max(len(labelled), 1)
+            problems.append(f"{name} holds {share:.2%} of ratings, expected {fraction:.0%} ± {tolerance:.0%} and {slack} ratings of rounding")
     return problems
+
+
+def rounding_slack(labelled: pd.DataFrame, method: str) -> int:
+    """How many ratings a split's count may differ from its exact share by rounding alone.
+
+    The random split rounds two counts up (the held-out rows, then the test rows among them), so
+    each split is within 2 ratings of its share. The chronological split rounds each user's two
+    boundaries, so each split is within one rating per user (a user with one rating is all train).
+    """
+    return int(labelled["userId"].nunique()) if method == CHRONOLOGICAL else 2

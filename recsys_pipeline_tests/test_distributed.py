@@ -7,7 +7,7 @@ One scenario on a small synthetic dataset drives it through the webserver and th
 - the ratings change: the sensor's next tick requests a run for the new content (cancelled while
   queued, to keep the test short), and the every-minute schedule's first tick launches a run;
 - the queued request's training step is killed mid-epoch (SIGKILL to the worker process running
-  it): its run fails, every artifact of the model side keeps its bytes, and a re-execution from the
+  it, by a watcher as soon as it logs an epoch, whatever the scenario waits for then): its run fails, every artifact of the model side keeps its bytes, and a re-execution from the
   failure succeeds, on the other artifacts as stored.
 The tests below then check what each part left in the instance's event log. Several minutes.
 """
@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,8 +48,9 @@ pytestmark = pytest.mark.distributed
 WORKERS = 2
 SENSOR_TAG, SCHEDULE_TAG = "dagster/sensor_name", "dagster/schedule_name"
 SCHEDULE, SENSOR = "retrain_schedule", source_data_changed.name
-# Long enough to be killed mid-training: no early stop for 40 epochs.
-LONG_TRAINING = {"ops": {"trained_model": {"config": {"epochs": 40, "early_stopping_patience": 40}}}}
+# Long enough to be killed mid-training (an epoch of the small dataset takes 0.02-0.1 s; the killer
+# polls every 0.1 s), short enough for the re-execution, which trains as long: no early stop for 100 epochs.
+LONG_TRAINING = {"ops": {"trained_model": {"config": {"epochs": 100, "early_stopping_patience": 100}}}}
 MODEL_SIDE_FILES = (
     "trained_model.keras",
     "accepted_model.keras",
@@ -94,17 +96,19 @@ def scenario():
 
 
 def _drive(stack: Stack, instance: dg.DagsterInstance, source: Path, observed: dict) -> None:
-    artifacts = artifacts_dir(stack.data_dir)
     observed["initial_sha256"] = content_sha256(watched_files(str(source)))
 
     # The sensor's first tick sees content it never saw and requests a retraining run.
     sensor_run = wait_until(lambda: _first_run_tagged(instance, SENSOR_TAG, SENSOR), "a run from the source sensor", 180)
-    wait_until(lambda: _status(instance, sensor_run) in (Status.STARTED, Status.SUCCESS, Status.FAILURE), "the sensor's run to start", 120)
+    wait_until(lambda: _step_started(instance, sensor_run, "trained_model") or _finished(instance, sensor_run), "the sensor's run to start training", RUN_TIMEOUT)
+    assert _step_started(instance, sensor_run, "trained_model"), _failure(instance, sensor_run)
 
-    # A second retraining request while that one trains: it must wait.
+    # A second retraining request while that one trains: it must wait (the run records show whether it did).
     killed_run = stack.submit(RETRAIN_JOB.name, LONG_TRAINING)
-    time.sleep(6)  # several passes of the daemon's run queue
-    observed["statuses_while_training"] = (_status(instance, sensor_run), _status(instance, killed_run))
+    # Its training is killed the moment it logs an epoch, by a watcher of its own: this thread may
+    # still be waiting for a schedule or sensor tick then, and the training lasts only seconds.
+    killer = threading.Thread(target=_kill_training_mid_epoch, args=(stack, killed_run, observed), daemon=True)
+    killer.start()
 
     # New content: one rating changes, replaced atomically so that no step reads half a file.
     ratings = pd.read_csv(source / RATINGS_FILE)
@@ -124,27 +128,41 @@ def _drive(stack: Stack, instance: dg.DagsterInstance, source: Path, observed: d
     observed["sensor_summary"] = run_summary(instance, sensor_run)
     observed["step_parents"] = {pid: command_line(parent_pid(pid)) for pid in set(observed["sensor_summary"]["step_pids"].values())}
 
-    # Kill the worker process training the queued run's model mid-epoch.
-    wait_until(lambda: any(entry.user_message.startswith("epoch ") for entry in instance.all_logs(killed_run)), "training to log its first epoch", RUN_TIMEOUT)
-    before = _snapshot(artifacts, releases_dir(stack.data_dir))
-    victim = step_pids(instance, killed_run)["trained_model"]
-    observed["victim_parent"] = command_line(parent_pid(victim))
-    os.kill(victim, signal.SIGKILL)
-    observed["killed_status"] = wait_until(lambda: _finished(instance, killed_run), "the killed run", RUN_TIMEOUT)
-    observed["intact"] = _snapshot(artifacts, releases_dir(stack.data_dir)) == before
-    observed["leftover_temporaries"] = sorted(path.name for path in artifacts.iterdir() if path.name.startswith("."))
+    killer.join(RUN_TIMEOUT)
+    assert not killer.is_alive(), "the queued run's training was not killed"
+    if "killer_error" in observed:
+        raise observed["killer_error"]
 
     rerun = stack.reexecute_from_failure(killed_run)
     observed["rerun_status"] = wait_until(lambda: _finished(instance, rerun), "the re-execution", RUN_TIMEOUT)
     observed["scheduled_status"] = wait_until(lambda: _finished(instance, scheduled_run), "the scheduled run", RUN_TIMEOUT)
     observed["rerun_steps"] = step_pids(instance, rerun)
-    observed["victim"] = victim
     accepted = instance.get_latest_materialization_event(dg.AssetKey("accepted_model"))
     observed["rerun_acceptance"] = (accepted.run_id == rerun, set(accepted.asset_materialization.metadata))
 
     runs = {"sensor": sensor_run, "killed": killed_run, "scheduled": scheduled_run, "changed": changed_run, "rerun": rerun}
     observed["runs"] = {name: instance.get_run_record_by_id(run_id) for name, run_id in runs.items()}
-    observed["training_windows"] = [_step_window(instance, run_id, "trained_model") for run_id in (sensor_run, killed_run, scheduled_run, rerun)]
+    observed["training_windows"] = {name: _step_window(instance, runs[name], "trained_model") for name in ("sensor", "killed", "scheduled", "rerun")}
+
+
+def _kill_training_mid_epoch(stack: Stack, run_id: str, observed: dict) -> None:
+    """SIGKILL the worker process training `run_id`'s model as soon as it logs an epoch; then record
+    whether the step was still training, and whether the artifacts kept their bytes once the run ended."""
+    try:
+        with stack.instance() as instance:
+            artifacts, releases = artifacts_dir(stack.data_dir), releases_dir(stack.data_dir)
+            wait_until(lambda: any(entry.user_message.startswith("epoch ") for entry in instance.all_logs(run_id)), "training to log its first epoch", RUN_TIMEOUT, interval=0.1)
+            before = _snapshot(artifacts, releases)
+            observed["victim"] = victim = step_pids(instance, run_id)["trained_model"]
+            observed["victim_parent"] = command_line(parent_pid(victim))
+            os.kill(victim, signal.SIGKILL)
+            observed["killed_status"] = wait_until(lambda: _finished(instance, run_id), "the killed run", RUN_TIMEOUT)
+            # Had training ended before the signal, the kill would have hit whatever that process ran next.
+            observed["training_ended_before_the_kill"] = _step_ended(instance, run_id, "trained_model")
+            observed["intact"] = _snapshot(artifacts, releases) == before
+            observed["leftover_temporaries"] = sorted(path.name for path in artifacts.iterdir() if path.name.startswith("."))
+    except Exception as error:  # re-raised by the scenario's thread
+        observed["killer_error"] = error
 
 
 # --- what the scenario must show ------------------------------------------------------------------
@@ -173,7 +191,9 @@ def test_a_sensor_tick_and_a_scheduled_tick_each_launch_a_run_through_the_daemon
 
 
 def test_retraining_requests_queue_instead_of_training_in_parallel(scenario):
-    assert scenario["statuses_while_training"] == (Status.STARTED, Status.QUEUED)
+    sensor, killed = scenario["runs"]["sensor"], scenario["runs"]["killed"]
+    # Requested while the sensor's run trained, started only once it had ended.
+    assert killed.create_timestamp.timestamp() < sensor.end_time <= killed.start_time
     started = sorted((record for record in scenario["runs"].values() if record.start_time), key=lambda record: record.start_time)
     assert len(started) == 4  # the cancelled request never started
     for previous, following in zip(started, started[1:]):
@@ -181,12 +201,16 @@ def test_retraining_requests_queue_instead_of_training_in_parallel(scenario):
     # At least two of them were requested while another one was running, and waited.
     waited = [following for previous, following in zip(started, started[1:]) if following.create_timestamp.timestamp() < previous.end_time]
     assert len(waited) >= 2
-    windows = sorted(scenario["training_windows"])
+    # Each retraining run trained (a window from its STEP_START), and no two trainings overlapped.
+    missing = {name: window for name, window in scenario["training_windows"].items() if isinstance(window, str)}
+    assert missing == {}, missing
+    windows = sorted(scenario["training_windows"].values())
     assert all(later[0] >= earlier[1] for earlier, later in zip(windows, windows[1:])), windows
 
 
 def test_killing_a_worker_mid_step_leaves_artifacts_intact_and_a_rerun_succeeds(scenario):
     assert "celery" in scenario["victim_parent"]  # the step ran in a Celery worker's pool process
+    assert scenario["training_ended_before_the_kill"] is False
     assert scenario["killed_status"] == Status.FAILURE
     assert scenario["intact"], "an artifact of the model side or a release changed although its writer was killed"
     assert scenario["leftover_temporaries"] == []
@@ -233,11 +257,24 @@ def _failure(instance: dg.DagsterInstance, run_id: str) -> str:
     return "\n".join(entry.user_message for entry in instance.all_logs(run_id) if entry.level >= 40)
 
 
-def _step_window(instance: dg.DagsterInstance, run_id: str, step_key: str) -> tuple[float, float]:
-    """From the step's start to its last event or log line (a killed step has no end event)."""
+def _step_started(instance: dg.DagsterInstance, run_id: str, step_key: str) -> bool:
+    return step_key in step_pids(instance, run_id)
+
+
+def _step_ended(instance: dg.DagsterInstance, run_id: str, step_key: str) -> bool:
+    ends = (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)
+    return any(entry.step_key == step_key and entry.dagster_event and entry.dagster_event.event_type in ends for entry in instance.all_logs(run_id))
+
+
+def _step_window(instance: dg.DagsterInstance, run_id: str, step_key: str) -> tuple[float, float] | str:
+    """From the step's start to its last event or log line (a killed step has no end event); where
+    the step never started, what the run's events say about it instead, for the test to report."""
     entries = [entry for entry in instance.all_logs(run_id) if entry.step_key == step_key]
-    start = min(entry.timestamp for entry in entries if entry.dagster_event and entry.dagster_event.event_type == dg.DagsterEventType.STEP_START)
-    return (start, max(entry.timestamp for entry in entries))
+    starts = [entry.timestamp for entry in entries if entry.dagster_event and entry.dagster_event.event_type == dg.DagsterEventType.STEP_START]
+    if not starts:
+        said = [entry.dagster_event.event_type_value if entry.dagster_event else entry.user_message for entry in entries]
+        return f"run {run_id} ({_status(instance, run_id).value}): no STEP_START for {step_key}; its events: {said}"
+    return (min(starts), max(entry.timestamp for entry in entries))
 
 
 def _snapshot(artifacts: Path, releases: Path) -> dict[str, bytes]:

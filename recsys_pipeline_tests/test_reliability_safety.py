@@ -1,6 +1,7 @@
 """Nothing untrusted is unpickled or executed, and `dagster dev` listens on loopback only."""
 
 import ipaddress
+import json
 import os
 import re
 import signal
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,22 @@ def _listening_addresses(pids: list[int]) -> set[tuple[ipaddress.IPv4Address | i
     return found
 
 
+def _code_location_and_daemons_up(port: int) -> bool:
+    query = (
+        "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } }"
+        " instance { daemonHealth { allDaemonStatuses { required healthy } } } }"
+    )
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", json.dumps({"query": query}).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            data = json.load(response)["data"]
+    except (OSError, KeyError, ValueError):
+        return False
+    locations = data["workspaceOrError"].get("locationEntries") or []
+    daemons = [status for status in data["instance"]["daemonHealth"]["allDaemonStatuses"] if status["required"]]
+    return bool(locations and daemons) and all(entry["loadStatus"] == "LOADED" for entry in locations) and all(status["healthy"] for status in daemons)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_dagster_dev_listens_on_loopback_only(synthetic_movielens_dir: Path, tmp_path: Path) -> None:
@@ -95,7 +113,10 @@ def test_dagster_dev_listens_on_loopback_only(synthetic_movielens_dir: Path, tmp
             time.sleep(1)
             addresses = _listening_addresses(_group_pids(dev.pid))
         assert (ipaddress.ip_address("127.0.0.1"), port) in addresses
-        time.sleep(3)  # code servers and the daemon are up by now too
+        # Every server is up once the code location has loaded and every daemon beats: wait for that, not for time.
+        while time.monotonic() < deadline and not _code_location_and_daemons_up(port):
+            time.sleep(1)
+        assert _code_location_and_daemons_up(port), "the code location did not load or a daemon did not start within 120 s"
         addresses = _listening_addresses(_group_pids(dev.pid))
         assert all(address.is_loopback for address, _ in addresses), addresses
     finally:

@@ -34,7 +34,7 @@ def rating_splits(config: SplitConfig, reproducibility: Reproducibility, raw_rat
     """
     labelled = splits.assign_splits(raw_ratings, reproducibility.seed, config.fractions, config.method)
     counts = labelled["split"].value_counts()
-    problems = splits.partition_problems(labelled, len(raw_ratings), config.fractions)
+    problems = splits.partition_problems(labelled, len(raw_ratings), config.fractions, config.method)
     return dg.MaterializeResult(
         value=labelled,
         metadata={

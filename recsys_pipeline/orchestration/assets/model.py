@@ -173,11 +173,12 @@ def ranking_model(
         metadata={
             "best_epoch": candidate.best_epoch,
             "epochs_run": len(candidate.history["loss"]),
+            # Text: either may be infinite (plain EASE; the item-item term alone), which JSON cannot hold.
+            "item_item_half_life": f"{candidate.model.item_item_half_life:g}",
+            "item_item_weight": f"{candidate.model.item_item_weight:g}",
             **rounded(
                 {
                     "best_val_ndcg_at_10": max(candidate.history["val_ndcg_at_10"]),
-                    "item_item_half_life": candidate.model.item_item_half_life,
-                    "item_item_weight": candidate.model.item_item_weight,
                     "served_val_ndcg_at_10": candidate.served_val_ndcg,
                     "training_seconds": candidate.training_seconds,
                 }

@@ -27,7 +27,7 @@ EXAMPLE_NEIGHBOURS = 5
     kinds={"numpy"},
     io_manager_key=io_manager_key("embedding_distance_matrix"),
     output_required=False,
-    code_version="1",
+    code_version="2",
     automation_condition=ON_ACCEPTED_MODEL_UPDATE,
 )
 def embedding_distance_matrix(context: dg.AssetExecutionContext, config: DistanceMatrixConfig, movie_embeddings: np.ndarray):

@@ -15,7 +15,7 @@ DISTRIBUTED_ROOT ?= $(CURDIR)/.distributed
 WORKERS ?= 2
 DEPLOYMENT = $(VENV)/bin/python -m recsys_pipeline.deployment --root "$(DISTRIBUTED_ROOT)" --workers $(WORKERS)
 
-.PHONY: install instance browser servers pipeline test test-fast ui recsys distributed-up distributed-down distributed-run
+.PHONY: install instance browser servers pipeline test test-fast ui recsys serve distributed-up distributed-down distributed-run
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,13 @@ test-fast: $(INSTALLED)
 # The `recsys` command from the project's environment, e.g. make recsys ARGS='similar "The Matrix"'
 recsys: $(INSTALLED)
 	$(VENV)/bin/recsys $(ARGS)
+
+# The HTTP recommendation service on the current release of $$RECSYS_DATA_DIR (default ./data), on
+# 127.0.0.1:$(PORT), OpenAPI at /docs; it follows every release published or rolled back there.
+PORT ?= 8000
+SERVE_WORKERS ?= 1
+serve: $(INSTALLED)
+	$(VENV)/bin/recsys serve --port $(PORT) --workers $(SERVE_WORKERS)
 
 ui: $(INSTALLED) instance
 	DAGSTER_HOME="$(DAGSTER_HOME)" $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -3,8 +3,10 @@
     recsys similar "Toy Story (1995)" [-k 10] [--json]
     recsys recommend --user 1 [-k 10] [--json]
     recsys recommend --genres "Animation=5,Children=4.5,Horror=1" [-k 10] [--json]
+    recsys recommend --movies "The Matrix,Alien,Blade Runner" [-k 10] [--json]
     recsys releases [--json]
     recsys rollback RELEASE_ID
+    recsys serve [--host 127.0.0.1] [--port 8000] [--workers 1]
 
 Answers come from the current release in <data dir>/releases (see recsys_pipeline.releases), the
 data dir being --data-dir, else RECSYS_DATA_DIR, else ./data, as for the Dagster code location. No
@@ -117,6 +119,13 @@ def recommend_movies(args: argparse.Namespace, artifacts: Artifacts) -> tuple[st
         served = artifacts.table("user_recommendations")
         listing = recommend.served_listing(served, movie_features, args.user, args.k, args.min_ratings)
         who = f"user {args.user} (movies they rated are left out)"
+    elif args.movies is not None:
+        liked = [recommend.find_movie(movie_features, title) for title in args.movies]
+        listing = recommend.visitor_listing(
+            artifacts.ranking_model(), artifacts.scalers(), movie_features, args.k, liked_movie_ids=liked, min_ratings=args.min_ratings
+        )
+        titles = movie_features.set_index("movieId").loc[liked, "title"]
+        who = "a visitor who liked " + ", ".join(titles) + " (those are left out)"
     else:
         listing = recommend.new_user_listing(args.genres, artifacts.ranking_model(), artifacts.scalers(), movie_features, args.k, args.min_ratings)
         who = "a new user rating " + ", ".join(f"{genre}={stars:g}" for genre, stars in args.genres)
@@ -182,6 +191,20 @@ def genre_ratings(text: str) -> list[tuple[str, float]]:
     return pairs
 
 
+def movie_list(text: str) -> list[str]:
+    """'The Matrix,Alien,1200' as ["The Matrix", "Alien", "1200"]: titles (or movieIds) resolved later."""
+    titles = [title.strip() for title in text.split(",") if title.strip()]
+    if not titles:
+        raise argparse.ArgumentTypeError("expected titles or movieIds separated by commas, e.g. 'The Matrix,Alien'")
+    return titles
+
+
+def serve(args: argparse.Namespace, data_dir: Path) -> None:
+    from recsys_pipeline import service  # FastAPI and uvicorn only for this command
+
+    service.serve(data_dir, args.host, args.port, args.workers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-k", type=positive_int, default=DEFAULT_K, help=f"how many movies to list (default {DEFAULT_K})")
@@ -198,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     who = recommend_parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, metavar="ID", help="a userId from the ratings; movies they rated are left out")
     who.add_argument("--genres", type=genre_ratings, metavar="GENRE=STARS,...", help="a new user described by ratings of whole genres")
+    who.add_argument(
+        "--movies", type=movie_list, metavar="TITLE,...", help="a visitor described by movies they liked, oldest first (titles as a person writes them, or movieIds)"
+    )
     recommend_parser.add_argument(
         "--min-ratings", type=int, default=0, metavar="N", help="only movies with at least N training ratings (default 0: every movie)"
     )
@@ -208,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     rollback_parser = commands.add_parser("rollback", parents=[common], help="make an earlier release current again (after verifying its files)")
     rollback_parser.add_argument("release_id", metavar="RELEASE_ID", help="an id listed by `recsys releases`")
     rollback_parser.set_defaults(run=rollback)
+
+    serve_parser = commands.add_parser("serve", help="the HTTP recommendation service on the current release (OpenAPI at /docs)")
+    serve_parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
+    serve_parser.add_argument("--port", type=int, default=8000, help="the port (default 8000; 0 picks a free one, printed at start)")
+    serve_parser.add_argument("--workers", type=positive_int, default=1, help="server processes sharing the port (default 1)")
+    serve_parser.add_argument("--data-dir", type=Path, help="the pipeline's data directory (default: $RECSYS_DATA_DIR, else ./data)")
     return parser
 
 
@@ -229,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         data_dir = (args.data_dir or Path(data_dir_from_environment(os.environ))).expanduser().resolve()
+        if args.command == "serve":
+            serve(args, data_dir)
+            return 0
         heading, listing = args.run(args, Artifacts(data_dir))
     except (recommend.QueryError, ArtifactError, SettingsError) as error:
         print(f"recsys: error: {error}", file=sys.stderr)

@@ -287,3 +287,49 @@ def ranked_listing(movie_features: pd.DataFrame, scores: np.ndarray, k: int, exc
     columns, best = top_movies(np.asarray(scores)[None], k, None if excluded is None else np.asarray(excluded)[None])
     keep = np.isfinite(best[0])
     return _listing(movie_features, columns[0][keep], "score", best[0][keep])
+
+
+def visitor_listing(
+    model: SequentialModel,
+    scalers: FittedScalers,
+    movie_features: pd.DataFrame,
+    k: int,
+    genre_ratings: Sequence[tuple[str, float]] = (),
+    liked_movie_ids: Sequence[int] = (),
+    min_ratings: int = 0,
+) -> pd.DataFrame:
+    """The `k` best movies for a visitor known by genre ratings and/or movies they liked (movieIds,
+    in order), never a liked movie; the columns of new_user_listing. Every step of scoring a visitor
+    is here, so that a different model behind it changes this function only.
+
+    Without liked movies this is new_user_listing. Otherwise the visitor is a user who rated each
+    liked movie at the top of the scale (plus one stand-in movie per rated genre, as in
+    genre_profile_features): features.build_user_genre_averages builds their feature row, the liked
+    movies in the order given are their history in the time-aware ranking model (oldest first), and
+    genre ratings still admit and exclude movies as for a new user.
+    """
+    if not liked_movie_ids:
+        return new_user_listing(genre_ratings, model, scalers, movie_features, k, min_ratings)
+    liked = list(dict.fromkeys(int(movie_id) for movie_id in liked_movie_ids))
+    liked_rows = [_movie_row(movie_features, movie_id) for movie_id in liked]
+    columns = features.genre_columns(movie_features)
+    ratings = pd.DataFrame({"userId": GENRE_PROFILE_USER, "movieId": liked, "rating": scalers.target.maximum})
+    rated_movies = movie_features.iloc[liked_rows][["movieId", *columns]]
+    allowed = movie_features["rating_count"].to_numpy() >= min_ratings
+    if genre_ratings:
+        genre_profile_features(genre_ratings, movie_features, scalers.target)  # a QueryError for an unknown, repeated or out-of-range genre
+        # One stand-in movie per rated genre, under ids below every real movie's.
+        by_lowercase = {column.removeprefix(features.GENRE_PREFIX).lower(): column for column in columns}
+        stand_in_ids = int(movie_features["movieId"].min()) - 1 - np.arange(len(genre_ratings))
+        stand_ins = pd.DataFrame(0.0, index=range(len(genre_ratings)), columns=columns)
+        for row, (name, _) in enumerate(genre_ratings):
+            stand_ins.loc[row, by_lowercase[name.strip().lower()]] = 1.0
+        stand_ins.insert(0, "movieId", stand_in_ids)
+        rated_movies = pd.concat([stand_ins, rated_movies], ignore_index=True)
+        stand_in_ratings = pd.DataFrame({"userId": GENRE_PROFILE_USER, "movieId": stand_in_ids, "rating": [stars for _, stars in genre_ratings]})
+        ratings = pd.concat([stand_in_ratings, ratings], ignore_index=True)
+        allowed &= genre_profile_candidates(genre_ratings, movie_features)
+    scaled_visitor = scalers.user.transform(features.build_user_genre_averages([GENRE_PROFILE_USER], ratings, rated_movies))
+    scores = visitor_scores(model, liked, scaled_visitor[0], movie_features["movieId"].to_numpy())
+    allowed[liked_rows] = False
+    return ranked_listing(movie_features, scores, k, ~allowed)

@@ -87,7 +87,7 @@ def scenario():
         observed["processes_left"] = stack.stop()
         observed["survivors"] = stack.running_processes()
         if stack.state:  # independently of the marker: nothing answers on the deployment's ports
-            ports = (stack.state.postgres_port, stack.state.redis_port, stack.state.webserver_port)
+            ports = (stack.state.postgres_port, stack.state.redis_port, stack.state.webserver_port, stack.state.service_port)
             observed["ports_answering"] = [port for port in ports if accepts_connections(port)]
         observed["seconds"] = time.monotonic() - observed["started"]
         shutil.rmtree(root, ignore_errors=True)

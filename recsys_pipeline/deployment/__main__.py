@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if left == 0 else 1
         if arguments.command == "up":
             stack.start()
-            print(f"up: UI {stack.webserver_url}, {stack.workers} Celery workers, DAGSTER_HOME={stack.dagster_home}, logs in {stack.logs}")
+            print(
+                f"up: UI {stack.webserver_url}, recommendation service {stack.service_url} (OpenAPI at /docs), {stack.workers} Celery workers, "
+                f"DAGSTER_HOME={stack.dagster_home}, logs in {stack.logs}"
+            )
             return 0
         run_config = yaml.safe_load(arguments.config.read_text()) if arguments.config else {}
         return _run(stack, run_config)

@@ -5,7 +5,8 @@
 - `dagster-celery worker` processes (one step at a time each) that execute the steps;
 - `dagster-daemon`: schedules, sensors, declarative automation and the run queue, which applies the
   `recsys/retrain` tag limit and the `training` pool of dagster.yaml across every worker;
-- `dagster-webserver`: the UI and the GraphQL API runs are submitted through.
+- `dagster-webserver`: the UI and the GraphQL API runs are submitted through;
+- `recsys serve`: the HTTP recommendation service on the current release of the deployment's data.
 
 Everything listens on 127.0.0.1 only, on free ports, and keeps its state under one root folder
 (`.distributed/` for `make distributed-up`). Every process started carries a marker in its
@@ -41,7 +42,7 @@ REPOSITORY = "__repository__"  # the repository Dagster makes of a module's `def
 START_TIMEOUT_SECONDS = 240
 STOP_GRACE_SECONDS = 20
 # Names of the processes (and of their logs) besides the workers.
-WEBSERVER, DAEMON, REDIS = "webserver", "daemon", "redis"
+WEBSERVER, DAEMON, REDIS, SERVICE = "webserver", "daemon", "redis", "service"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class StackState:
     redis_port: int
     webserver_port: int
     postgres_password: str
+    # 0 in a state file written before the service was part of the deployment.
+    service_port: int = 0
 
 
 class Stack:
@@ -100,6 +103,10 @@ class Stack:
     @property
     def webserver_url(self) -> str:
         return f"http://{LOOPBACK}:{self.state.webserver_port}"
+
+    @property
+    def service_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.state.service_port}"
 
     def worker_names(self) -> list[str]:
         return [f"worker-{number}" for number in range(1, self.workers + 1)]
@@ -150,6 +157,11 @@ class Stack:
             self._spawn(DAEMON, ["dagster-daemon", "run", "-w", str(self.workspace)])
             wait_until(self._workers_answer, f"{self.workers} Celery workers", START_TIMEOUT_SECONDS, interval=1)
             wait_until(self._daemon_alive, "dagster-daemon", START_TIMEOUT_SECONDS, interval=1)
+            # It serves the current release of the data dir once the graph has published one, and
+            # every later one as it is published (/readyz says which).
+            serve = [sys.executable, "-m", "recsys_pipeline.cli", "serve", "--host", LOOPBACK, "--port", str(self.state.service_port)]
+            self._spawn(SERVICE, [*serve, "--data-dir", str(self.data_dir)])
+            wait_until(self._service_alive, "the recommendation service", START_TIMEOUT_SECONDS, interval=1)
         except BaseException:
             self.stop()
             raise
@@ -157,7 +169,7 @@ class Stack:
     def _fresh_state(self) -> StackState:
         # The password is kept with the cluster it was created with; ports are chosen afresh.
         password = self.state.postgres_password if self.state else secrets.token_urlsafe(24)
-        state = StackState(uuid.uuid4().hex, free_port(), free_port(), free_port(), password)
+        state = StackState(uuid.uuid4().hex, free_port(), free_port(), free_port(), password, free_port())
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)  # PostgreSQL, running as its own user, must reach its folder inside
         state_file = self.root / "state.json"
@@ -237,6 +249,13 @@ class Stack:
             app.close()
         answered = {name.split("@")[0] for reply in replies for name in reply}
         return set(self.worker_names()) <= answered
+
+    def _service_alive(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.service_url}/healthz", timeout=5) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError):
+            return False
 
     def _daemon_alive(self) -> bool:
         with self.instance() as instance:

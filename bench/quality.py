@@ -97,16 +97,16 @@ def als_scorer(train_pairs, n_users: int, n_movies: int, seed: int):
 def genre_fidelity_rows(model: SequentialModel, scalers, movie_table: pd.DataFrame, k: int = 10) -> list[dict]:
     """For each of GENRE_PROFILES, the share of the top k with a loved genre (rated 4 or more), the share
     with a disliked one (below 3) and the median training rating count of the listed movies: as served
-    (recommend.new_user_listing, the `recsys recommend --genres` answer) and for the model's own order
+    (recommend.visitor_listing, the `recsys recommend --genres` answer) and for the model's own order
     over every movie (no candidate rule), which shows what the model learned by itself."""
     rows = []
     for profile in GENRE_PROFILES:
         genres = {name: stars for name, stars in profile}
         loved = [f"{features.GENRE_PREFIX}{name}" for name, stars in genres.items() if stars >= recommend.LOVED]
         disliked = [f"{features.GENRE_PREFIX}{name}" for name, stars in genres.items() if stars < recommend.DISLIKED]
-        user = scalers.user.transform(recommend.genre_profile_features(profile, movie_table, scalers.target))
+        user = scalers.user.transform(recommend.visitor_features(profile, (), movie_table, scalers.target))
         listings = {
-            "served": recommend.new_user_listing(profile, model, scalers, movie_table, k),
+            "served": recommend.visitor_listing(model, scalers, movie_table, k, genre_ratings=profile),
             "model alone, every movie": recommend.ranked_listing(movie_table, ranking.visitor_scores(model, [], user[0], movie_table["movieId"].to_numpy()), k),
         }
         for kind, listing in listings.items():

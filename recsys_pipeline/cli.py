@@ -112,8 +112,9 @@ def similar(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.Dat
 
 
 def recommend_movies(args: argparse.Namespace, artifacts: Artifacts) -> tuple[str, pd.DataFrame]:
-    """A known user's list is read from user_recommendations (what a service would load); a new user
-    described by genre ratings is scored in numpy by the released ranking_model. No TensorFlow."""
+    """A known user's list is read from user_recommendations (what the service loads); a visitor
+    described by genre ratings or movies they liked is scored in numpy by the released ranking_model
+    (recommend.visitor_listing). No TensorFlow."""
     movie_features = artifacts.table("movie_features")
     if args.user is not None:
         served = artifacts.table("user_recommendations")
@@ -127,7 +128,7 @@ def recommend_movies(args: argparse.Namespace, artifacts: Artifacts) -> tuple[st
         titles = movie_features.set_index("movieId").loc[liked, "title"]
         who = "a visitor who liked " + ", ".join(titles) + " (those are left out)"
     else:
-        listing = recommend.new_user_listing(args.genres, artifacts.ranking_model(), artifacts.scalers(), movie_features, args.k, args.min_ratings)
+        listing = recommend.visitor_listing(artifacts.ranking_model(), artifacts.scalers(), movie_features, args.k, genre_ratings=args.genres, min_ratings=args.min_ratings)
         who = "a new user rating " + ", ".join(f"{genre}={stars:g}" for genre, stars in args.genres)
     among = f", among movies with at least {args.min_ratings} training ratings" if args.min_ratings else ""
     return f"The {len(listing)} best-ranked movies for {who}{among}:", listing

@@ -212,12 +212,13 @@ def rated_movie_ids(rating_splits: pd.DataFrame, user_id: int) -> np.ndarray:
     return rating_splits.loc[rating_splits["userId"] == user_id, "movieId"].unique()
 
 
-def genre_profile_features(genre_ratings: Sequence[tuple[str, float]], movie_features: pd.DataFrame, target: TargetScaler) -> pd.DataFrame:
-    """The user_genre_averages row of a new user known only by a rating per genre (names in any case).
+def visitor_features(genre_ratings: Sequence[tuple[str, float]], liked_movie_ids: Sequence[int], movie_features: pd.DataFrame, target: TargetScaler) -> pd.DataFrame:
+    """The user_genre_averages row of a visitor known by a rating per genre (names in any case) and/or
+    movies they liked (movieIds of movie_features).
 
-    Each rated genre becomes one rating of a stand-in movie of that genre alone, so
-    features.build_user_genre_averages builds the row exactly as for a real user: each listed genre
-    gets its rating, every other genre the user's own average of the given ratings.
+    Each rated genre becomes one rating of a stand-in movie of that genre alone, each liked movie a
+    rating at the top of the scale, so features.build_user_genre_averages builds the row exactly as
+    for a real user: a genre gets the average of its ratings, every other genre the user's own average.
     """
     columns = features.genre_columns(movie_features)
     vocabulary = [column.removeprefix(features.GENRE_PREFIX) for column in columns]
@@ -232,12 +233,16 @@ def genre_profile_features(genre_ratings: Sequence[tuple[str, float]], movie_fea
         if not target.minimum <= stars <= target.maximum:
             raise QueryError(f"genre '{genre}' rated {stars}: ratings lie between {target.minimum} and {target.maximum} stars.")
         rated[genre] = float(stars)
-    if not rated:
-        raise QueryError("rate at least one genre, e.g. 'Comedy=4'.")
-    stand_ins = pd.DataFrame(np.eye(len(columns))[[vocabulary.index(genre) for genre in rated]], columns=columns)
-    stand_ins.insert(0, "movieId", np.arange(len(rated)))
-    ratings = pd.DataFrame({"userId": GENRE_PROFILE_USER, "movieId": stand_ins["movieId"], "rating": list(rated.values())})
-    return features.build_user_genre_averages([GENRE_PROFILE_USER], ratings, stand_ins)
+    if not rated and not len(liked_movie_ids):
+        raise QueryError("rate at least one genre, e.g. 'Comedy=4', or name a movie you liked.")
+    # Stand-in movies under ids below every real movie's.
+    stand_ins = pd.DataFrame(np.eye(len(columns))[[vocabulary.index(genre) for genre in rated]].reshape(len(rated), len(columns)), columns=columns)
+    stand_ins.insert(0, "movieId", int(movie_features["movieId"].min()) - 1 - np.arange(len(rated)))
+    liked = movie_features.iloc[[_movie_row(movie_features, movie_id) for movie_id in liked_movie_ids]][["movieId", *columns]]
+    rated_movies = pd.concat([stand_ins, liked], ignore_index=True)
+    stars = [*rated.values(), *[target.maximum] * len(liked)]
+    ratings = pd.DataFrame({"userId": GENRE_PROFILE_USER, "movieId": rated_movies["movieId"], "rating": stars})
+    return features.build_user_genre_averages([GENRE_PROFILE_USER], ratings, rated_movies)
 
 
 def served_listing(served: pd.DataFrame, movie_features: pd.DataFrame, user_id: int, k: int, min_ratings: int = 0) -> pd.DataFrame:
@@ -271,24 +276,6 @@ def genre_profile_candidates(genre_ratings: Sequence[tuple[str, float]], movie_f
     return allowed
 
 
-def new_user_listing(
-    genre_ratings: Sequence[tuple[str, float]], model: SequentialModel, scalers: FittedScalers, movie_features: pd.DataFrame, k: int, min_ratings: int = 0
-) -> pd.DataFrame:
-    """The `k` best movies for a new user known only by genre ratings: scored by the ranking model
-    from the user's features alone (no history), among the movies genre_profile_candidates admits
-    that have at least `min_ratings` training ratings."""
-    scaled_user = scalers.user.transform(genre_profile_features(genre_ratings, movie_features, scalers.target))
-    allowed = genre_profile_candidates(genre_ratings, movie_features) & (movie_features["rating_count"].to_numpy() >= min_ratings)
-    return ranked_listing(movie_features, visitor_scores(model, [], scaled_user[0], movie_features["movieId"].to_numpy()), k, ~allowed)
-
-
-def ranked_listing(movie_features: pd.DataFrame, scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> pd.DataFrame:
-    """The `k` best movies by `scores` (one per movie_features row) in the served order, never an excluded one."""
-    columns, best = top_movies(np.asarray(scores)[None], k, None if excluded is None else np.asarray(excluded)[None])
-    keep = np.isfinite(best[0])
-    return _listing(movie_features, columns[0][keep], "score", best[0][keep])
-
-
 def visitor_listing(
     model: SequentialModel,
     scalers: FittedScalers,
@@ -298,38 +285,23 @@ def visitor_listing(
     liked_movie_ids: Sequence[int] = (),
     min_ratings: int = 0,
 ) -> pd.DataFrame:
-    """The `k` best movies for a visitor known by genre ratings and/or movies they liked (movieIds,
-    in order), never a liked movie; the columns of new_user_listing. Every step of scoring a visitor
-    is here, so that a different model behind it changes this function only.
-
-    Without liked movies this is new_user_listing. Otherwise the visitor is a user who rated each
-    liked movie at the top of the scale (plus one stand-in movie per rated genre, as in
-    genre_profile_features): features.build_user_genre_averages builds their feature row, the liked
-    movies in the order given are their history in the time-aware ranking model (oldest first), and
-    genre ratings still admit and exclude movies as for a new user.
-    """
-    if not liked_movie_ids:
-        return new_user_listing(genre_ratings, model, scalers, movie_features, k, min_ratings)
+    """The `k` best movies for a visitor known by genre ratings and/or movies they liked (movieIds, in
+    the order they watched them): the towers' score of a user whose features are visitor_features and
+    whose history is the liked movies, among the movies genre_profile_candidates admits that have at
+    least `min_ratings` training ratings, never a liked movie. Every step of scoring a visitor is
+    here: the `recsys` command and the HTTP service call it."""
     liked = list(dict.fromkeys(int(movie_id) for movie_id in liked_movie_ids))
-    liked_rows = [_movie_row(movie_features, movie_id) for movie_id in liked]
-    columns = features.genre_columns(movie_features)
-    ratings = pd.DataFrame({"userId": GENRE_PROFILE_USER, "movieId": liked, "rating": scalers.target.maximum})
-    rated_movies = movie_features.iloc[liked_rows][["movieId", *columns]]
+    scaled_visitor = scalers.user.transform(visitor_features(genre_ratings, liked, movie_features, scalers.target))
     allowed = movie_features["rating_count"].to_numpy() >= min_ratings
     if genre_ratings:
-        genre_profile_features(genre_ratings, movie_features, scalers.target)  # a QueryError for an unknown, repeated or out-of-range genre
-        # One stand-in movie per rated genre, under ids below every real movie's.
-        by_lowercase = {column.removeprefix(features.GENRE_PREFIX).lower(): column for column in columns}
-        stand_in_ids = int(movie_features["movieId"].min()) - 1 - np.arange(len(genre_ratings))
-        stand_ins = pd.DataFrame(0.0, index=range(len(genre_ratings)), columns=columns)
-        for row, (name, _) in enumerate(genre_ratings):
-            stand_ins.loc[row, by_lowercase[name.strip().lower()]] = 1.0
-        stand_ins.insert(0, "movieId", stand_in_ids)
-        rated_movies = pd.concat([stand_ins, rated_movies], ignore_index=True)
-        stand_in_ratings = pd.DataFrame({"userId": GENRE_PROFILE_USER, "movieId": stand_in_ids, "rating": [stars for _, stars in genre_ratings]})
-        ratings = pd.concat([stand_in_ratings, ratings], ignore_index=True)
         allowed &= genre_profile_candidates(genre_ratings, movie_features)
-    scaled_visitor = scalers.user.transform(features.build_user_genre_averages([GENRE_PROFILE_USER], ratings, rated_movies))
+    allowed[[_movie_row(movie_features, movie_id) for movie_id in liked]] = False
     scores = visitor_scores(model, liked, scaled_visitor[0], movie_features["movieId"].to_numpy())
-    allowed[liked_rows] = False
     return ranked_listing(movie_features, scores, k, ~allowed)
+
+
+def ranked_listing(movie_features: pd.DataFrame, scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> pd.DataFrame:
+    """The `k` best movies by `scores` (one per movie_features row) in the served order, never an excluded one."""
+    columns, best = top_movies(np.asarray(scores)[None], k, None if excluded is None else np.asarray(excluded)[None])
+    keep = np.isfinite(best[0])
+    return _listing(movie_features, columns[0][keep], "score", best[0][keep])

@@ -207,7 +207,7 @@ def test_rated_movie_ids_come_from_every_split():
 
 
 def test_genre_profile_gives_listed_genres_their_rating_and_the_rest_the_mean_of_them(movie_features):
-    row = recommend.genre_profile_features([("animation", 5.0), ("Action", 4.0), ("Drama", 1.5)], movie_features, STARS)
+    row = recommend.visitor_features([("animation", 5.0), ("Action", 4.0), ("Drama", 1.5)], (), movie_features, STARS)
     assert len(row) == 1
     genres = ["Action", "Animation", "Children", "Crime", "Drama", "Romance"]
     assert row.columns.tolist() == [
@@ -222,7 +222,7 @@ def test_genre_profile_gives_listed_genres_their_rating_and_the_rest_the_mean_of
 def test_genre_profile_has_the_columns_of_a_real_users_row(movie_features):
     ratings = pd.DataFrame({"userId": [1], "movieId": [6], "rating": [4.0]})
     real = features.build_user_genre_averages([1], ratings, movie_features)
-    profile = recommend.genre_profile_features([("Crime", 4.0)], movie_features, STARS)
+    profile = recommend.visitor_features([("Crime", 4.0)], (), movie_features, STARS)
     assert profile.columns.tolist() == real.columns.tolist()
 
 
@@ -239,7 +239,7 @@ def test_genre_profile_has_the_columns_of_a_real_users_row(movie_features):
 )
 def test_genre_profile_refuses_unknown_repeated_or_out_of_range_genres(movie_features, ratings, message):
     with pytest.raises(recommend.QueryError, match=message):
-        recommend.genre_profile_features(ratings, movie_features, STARS)
+        recommend.visitor_features(ratings, (), movie_features, STARS)
 
 
 # --- predictions ----------------------------------------------------------------------------------

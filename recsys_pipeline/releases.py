@@ -4,8 +4,8 @@ The pipeline writes its artifacts one step at a time, so at any moment the artif
 files of two runs (a retrain in progress, a model the regression gate refused beside features it
 rewrote, an interrupted run). A release is a folder `<releases>/<release id>/` holding copies of
 every artifact a consumer reads, as they were when the accepted model's downstream steps had all
-materialized and passed their checks, and a `manifest.json` (release id, model run, metrics, each
-file's size and SHA-256). `<releases>/current.json` names the current release; it is replaced
+materialized and passed their checks, and a `manifest.json` (release id, model run, metrics, the
+validation ratings' fingerprint and global-mean RMSE, each file's size and SHA-256). `<releases>/current.json` names the current release; it is replaced
 atomically (temporary file, then rename), so a reader sees the old release or the new one, never a
 mix. Consumers (the `recsys` command) read only the current release and verify its files against
 the manifest. The regression gate compares a candidate with the current release's model.
@@ -30,7 +30,8 @@ MANIFEST = "manifest.json"
 CURRENT = "current.json"
 STAGING_PREFIX = ".staging-"
 DEFAULT_KEEP = 5
-MANIFEST_VERSION = 1
+# 2: with `global_mean_val_rmse` and `val_fingerprint` (what the regression gate compares); 1 had neither.
+MANIFEST_VERSION = 2
 COPY_CHUNK_BYTES = 1 << 20
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -82,6 +83,25 @@ def assign_splits(
 
 def training_rows(splits: pd.DataFrame) -> pd.DataFrame:
     return splits[splits["split"] == TRAIN]
+
+
+def validation_fingerprint(splits: pd.DataFrame) -> str:
+    """SHA-256 (hex) of the validation ratings: their (userId, movieId, rating, timestamp) rows,
+    sorted in that column order, as little-endian int64, int64, float64, int64. The same validation
+    ratings give the same fingerprint whatever the row order or the other splits; the regression
+    gate compares RMSEs in stars only between models measured on the same fingerprint."""
+    rows = splits[splits["split"] == VALIDATION]
+    columns = [
+        rows["userId"].to_numpy(dtype="<i8"),
+        rows["movieId"].to_numpy(dtype="<i8"),
+        rows["rating"].to_numpy(dtype="<f8"),
+        rows["timestamp"].to_numpy(dtype="<i8"),
+    ]
+    order = np.lexsort(columns[::-1])
+    table = np.empty(len(order), dtype=[("userId", "<i8"), ("movieId", "<i8"), ("rating", "<f8"), ("timestamp", "<i8")])
+    for name, column in zip(table.dtype.names, columns):
+        table[name] = column[order]
+    return hashlib.sha256(table.tobytes()).hexdigest()
 
 
 def partition_problems(

@@ -197,25 +197,46 @@ def load_model(path: str) -> keras.Model:
 class StoredCandidate:
     """What the trained_model artifact holds: a model with its validation RMSE and the run that
     trained it, in one file, so the regression gate judges the very model it accepts, whichever
-    worker or Dagster instance reads it."""
+    worker or Dagster instance reads it; and what that RMSE was measured on: the fingerprint of the
+    validation ratings (splits.validation_fingerprint) and the global mean's RMSE on them. Both are
+    None in a record written by an older version (an unknown fingerprint: the gate treats the data
+    as changed)."""
 
     model: keras.Model
     val_rmse: float
     run_id: str
+    global_mean_val_rmse: float | None = None
+    val_fingerprint: str | None = None
 
 
 def save_candidate(candidate: StoredCandidate, path: str) -> None:
     candidate.model.save(path)
+    record = {
+        "val_rmse": candidate.val_rmse,
+        "run_id": candidate.run_id,
+        "global_mean_val_rmse": candidate.global_mean_val_rmse,
+        "val_fingerprint": candidate.val_fingerprint,
+    }
     with zipfile.ZipFile(path, "a") as archive:
-        archive.writestr(CANDIDATE_RECORD, json.dumps({"val_rmse": candidate.val_rmse, "run_id": candidate.run_id}))
+        archive.writestr(CANDIDATE_RECORD, json.dumps(record))
 
 
 def load_candidate(path: str) -> StoredCandidate:
+    """The stored candidate; a record without the newer fields (`global_mean_val_rmse`,
+    `val_fingerprint`) loads with them None."""
     with zipfile.ZipFile(path) as archive:
         if CANDIDATE_RECORD not in archive.namelist():
             raise ValueError(f"{path}: a model without its {CANDIDATE_RECORD} (written by an older version); rematerialize trained_model.")
         record = json.loads(archive.read(CANDIDATE_RECORD))
-    return StoredCandidate(load_model(path), float(record["val_rmse"]), str(record["run_id"]))
+    global_mean = record.get("global_mean_val_rmse")
+    fingerprint = record.get("val_fingerprint")
+    return StoredCandidate(
+        load_model(path),
+        float(record["val_rmse"]),
+        str(record["run_id"]),
+        None if global_mean is None else float(global_mean),
+        None if fingerprint is None else str(fingerprint),
+    )
 
 
 def scorer(model: keras.Model, inputs: ModelInputs) -> Scorer:

@@ -92,8 +92,25 @@ def build_features(ingested: Ingested, seed: int, method: str = splits.RANDOM, f
 
 
 @dataclass(frozen=True)
+class ValidationReference:
+    """What a validation RMSE was measured on: the fingerprint of the validation ratings
+    (splits.validation_fingerprint) and the RMSE there of predicting the training mean for every
+    rating, the yardstick of how hard those ratings are. The regression gate reads both."""
+
+    fingerprint: str
+    global_mean_rmse: float
+
+
+def validation_reference(labelled: pd.DataFrame) -> ValidationReference:
+    validation = labelled[labelled["split"] == splits.VALIDATION]
+    global_mean = np.full(len(validation), splits.training_rows(labelled)["rating"].mean())
+    return ValidationReference(splits.validation_fingerprint(labelled), evaluation.rmse(global_mean, validation["rating"]))
+
+
+@dataclass(frozen=True)
 class Candidate:
-    """A trained network, how training went, and its validation RMSE beside the global mean's."""
+    """A trained network, how training went, and its validation RMSE beside the global mean's, with
+    the fingerprint of the validation ratings both were measured on."""
 
     model: object
     history: dict[str, list[float]]
@@ -101,6 +118,7 @@ class Candidate:
     val_rmse: float
     global_mean_val_rmse: float
     training_seconds: float
+    val_fingerprint: str
 
     @property
     def best_epoch(self) -> int:
@@ -128,14 +146,15 @@ def train_candidate(
     training_seconds = time.perf_counter() - started
     inputs = inputs.full_training()
     predicted = evaluation.clip_stars(two_tower.scorer(model, inputs).predict(rating_rows(validation, inputs)))
-    global_mean = np.full(len(validation), train["rating"].mean())
+    reference = validation_reference(labelled)
     return Candidate(
         model,
         history,
         inputs,
         evaluation.rmse(predicted, validation["rating"]),
-        evaluation.rmse(global_mean, validation["rating"]),
+        reference.global_mean_rmse,
         training_seconds,
+        reference.fingerprint,
     )
 
 

@@ -35,30 +35,106 @@ def _finite_result(table: pd.DataFrame) -> dg.AssetCheckResult:
 
 
 REGRESSION_GATE = "no_regression_against_accepted_model"
+# How the gate compared the two models (metadata "comparison").
+SAME_RATINGS = "rmse_in_stars"
+SKILL = "skill_over_global_mean"
+RMSE_ONLY = "rmse_in_stars_without_skill"
+REGRESSION_GATE_RULE = (
+    "Same validation ratings (equal fingerprints): the candidate's validation RMSE may exceed the "
+    "accepted model's by at most RECSYS_RMSE_TOLERANCE (t) stars. Different or unknown fingerprints "
+    "(the data changed, or a record written before fingerprints): each model's skill on its own "
+    "validation ratings, 1 - val_rmse / global_mean_val_rmse, is compared instead, and the candidate's "
+    "may fall below the accepted model's by at most t / (the accepted model's global_mean_val_rmse): "
+    "t stars of RMSE on the accepted model's ratings expressed as skill; equivalently, the candidate's "
+    "RMSE scaled to the accepted ratings' difficulty (x accepted / candidate global-mean RMSE) may "
+    "exceed the accepted RMSE by at most t."
+)
 
 
-def regression_gate_result(val_rmse: float, accepted: dict | None, tolerance: float) -> dg.AssetCheckResult:
-    """Pass when no model was accepted yet, or when `val_rmse` is at most `tolerance` stars worse
-    than the accepted model's. Blocking: a failure keeps the accepted model and everything
-    downstream of it as they were."""
+def _positive(value) -> float | None:
+    return None if value is None or not float(value) > 0 else float(value)
+
+
+def regression_gate_result(
+    val_rmse: float,
+    accepted: dict | None,
+    tolerance: float,
+    *,
+    global_mean_val_rmse: float | None = None,
+    val_fingerprint: str | None = None,
+) -> dg.AssetCheckResult:
+    """Pass when no model was accepted yet, or when the candidate (validation RMSE `val_rmse`, the
+    global mean's `global_mean_val_rmse` on the same ratings, their `val_fingerprint`) is no worse
+    than the accepted model (a release manifest: `val_rmse`, `global_mean_val_rmse`,
+    `val_fingerprint`, `run_id`) by the rule in REGRESSION_GATE_RULE. A missing fingerprint on
+    either side counts as changed data; when the global-mean RMSE of either side is missing too,
+    skill cannot be measured and the RMSEs are compared in stars, as the metadata says. Blocking: a
+    failure keeps the accepted model and everything downstream of it as they were."""
     if accepted is None:
         return dg.AssetCheckResult(
             check_name=REGRESSION_GATE,
             passed=True,
             description="No model accepted yet: the first model is accepted.",
-            metadata={"val_rmse": val_rmse, "tolerance": tolerance},
+            metadata={"val_rmse": val_rmse, "tolerance": tolerance, "val_fingerprint": val_fingerprint or "unknown", "rule": REGRESSION_GATE_RULE},
         )
     accepted_rmse = float(accepted["val_rmse"])
+    accepted_fingerprint = accepted.get("val_fingerprint")
+    metadata = {
+        "val_rmse": val_rmse,
+        "accepted_val_rmse": accepted_rmse,
+        "regression": val_rmse - accepted_rmse,
+        "tolerance": tolerance,
+        "accepted_in_run": str(accepted.get("run_id", "unknown")),
+        "val_fingerprint": val_fingerprint or "unknown (candidate stored by an older version)",
+        "accepted_val_fingerprint": accepted_fingerprint or "unknown (release written by an older version)",
+        "rule": REGRESSION_GATE_RULE,
+    }
+    if val_fingerprint is not None and val_fingerprint == accepted_fingerprint:
+        return dg.AssetCheckResult(
+            check_name=REGRESSION_GATE,
+            passed=bool(val_rmse <= accepted_rmse + tolerance),
+            description=(
+                f"Same validation ratings: validation RMSE may exceed the accepted model's ({accepted_rmse:.4f}) by at most {tolerance} stars."
+            ),
+            metadata={**metadata, "validation_ratings": "same", "comparison": SAME_RATINGS},
+        )
+    if accepted_fingerprint is None:
+        why = "unknown: the accepted release was written by an older version without a fingerprint, so the data is treated as changed"
+    elif val_fingerprint is None:
+        why = "unknown: the candidate was stored by an older version without a fingerprint, so the data is treated as changed"
+    else:
+        why = "changed"
+    candidate_mean, accepted_mean = _positive(global_mean_val_rmse), _positive(accepted.get("global_mean_val_rmse"))
+    metadata["validation_ratings"] = why
+    if candidate_mean is None or accepted_mean is None:
+        return dg.AssetCheckResult(
+            check_name=REGRESSION_GATE,
+            passed=bool(val_rmse <= accepted_rmse + tolerance),
+            description=(
+                f"Validation ratings {why.split(':')[0]}, and a global-mean RMSE is missing, so skill cannot be measured: "
+                f"validation RMSE may exceed the accepted model's ({accepted_rmse:.4f}) by at most {tolerance} stars."
+            ),
+            metadata={**metadata, "comparison": RMSE_ONLY},
+        )
+    skill, accepted_skill = 1.0 - val_rmse / candidate_mean, 1.0 - accepted_rmse / accepted_mean
+    skill_tolerance = tolerance / accepted_mean
     return dg.AssetCheckResult(
         check_name=REGRESSION_GATE,
-        passed=bool(val_rmse <= accepted_rmse + tolerance),
-        description=f"Validation RMSE may exceed the accepted model's ({accepted_rmse:.4f}) by at most {tolerance} stars.",
+        passed=bool(skill >= accepted_skill - skill_tolerance),
+        description=(
+            f"Validation ratings {why.split(':')[0]}: skill over the global mean (1 - val_rmse / global_mean_val_rmse, each on its own "
+            f"validation ratings) may fall below the accepted model's ({accepted_skill:.4f}) by at most "
+            f"{tolerance} / {accepted_mean:.4f} = {skill_tolerance:.4f}."
+        ),
         metadata={
-            "val_rmse": val_rmse,
-            "accepted_val_rmse": accepted_rmse,
-            "regression": val_rmse - accepted_rmse,
-            "tolerance": tolerance,
-            "accepted_in_run": str(accepted.get("run_id", "unknown")),
+            **metadata,
+            "comparison": SKILL,
+            "global_mean_val_rmse": candidate_mean,
+            "accepted_global_mean_val_rmse": accepted_mean,
+            "skill": skill,
+            "accepted_skill": accepted_skill,
+            "skill_tolerance": skill_tolerance,
+            "val_rmse_at_accepted_difficulty": val_rmse * accepted_mean / candidate_mean,
         },
     )
 

@@ -56,14 +56,39 @@ class ReleaseStore(dg.ConfigurableResource):
 
 
 class ModelGate(dg.ConfigurableResource):
-    """The regression gate: how much worse in stars a retrained model may be than the model of the
-    current release (whose manifest records its validation RMSE). The release lives beside the
-    artifacts, not only in the Dagster instance, which a CLI run without DAGSTER_HOME throws away."""
+    """The regression gate: how much worse a retrained model may be than the model of the current
+    release (whose manifest records its validation RMSE, the global mean's RMSE on the same
+    validation ratings and their fingerprint): `rmse_tolerance` stars on the same validation
+    ratings, the same expressed as skill over the global mean when they differ (the rule:
+    checks.REGRESSION_GATE_RULE). The release lives beside the artifacts, not only in the Dagster
+    instance, which a CLI run without DAGSTER_HOME throws away."""
 
     releases_dir: str
     rmse_tolerance: float = DEFAULT_RMSE_TOLERANCE
 
     def accepted(self) -> dict | None:
-        """The current release's manifest (with `val_rmse` and the model's `run_id`), or None before the first release."""
+        """The current release's manifest (with `val_rmse`, `global_mean_val_rmse`,
+        `val_fingerprint` and the model's `run_id`), or None before the first release. A manifest
+        written before the gate recorded the global mean's RMSE gets it from the release's own
+        model_evaluation.parquet (verified against the manifest), where the evaluation measured it
+        on the same validation ratings; its fingerprint stays unknown."""
         release = releases.current(Path(self.releases_dir))
-        return None if release is None else release.manifest
+        if release is None:
+            return None
+        manifest = dict(release.manifest)
+        if manifest.get("global_mean_val_rmse") is None:
+            manifest["global_mean_val_rmse"] = _released_global_mean_val_rmse(release)
+        return manifest
+
+
+def _released_global_mean_val_rmse(release: releases.Release) -> float | None:
+    import pandas as pd
+
+    from recsys_pipeline import splits, workflow
+
+    name = layout.file_name("model_evaluation")
+    try:
+        release.verify([name])
+        return workflow.model_figure(pd.read_parquet(release.path(name)), splits.VALIDATION, "rmse", workflow.GLOBAL_MEAN)
+    except (releases.ReleaseError, OSError, ValueError, KeyError):
+        return None

@@ -7,7 +7,7 @@ import pandas as pd
 
 from recsys_pipeline import workflow
 from recsys_pipeline.orchestration.automation import ON_ACCEPTED_MODEL_UPDATE, ON_UPSTREAM_UPDATE
-from recsys_pipeline.orchestration.checks import REGRESSION_GATE, regression_gate_result
+from recsys_pipeline.orchestration.checks import REGRESSION_GATE, REGRESSION_GATE_RULE, regression_gate_result
 from recsys_pipeline.orchestration.config import RankingConfig, TrainingConfig, ranking_settings, training_settings
 from recsys_pipeline.orchestration.io_managers import io_manager_key
 from recsys_pipeline.orchestration.metadata import line_chart, rounded
@@ -17,11 +17,23 @@ from recsys_pipeline.standardisation import FittedScalers
 BEATS_GLOBAL_MEAN = "beats_global_mean_on_validation"
 
 
+def gate_result(candidate, accepted: dict | None, tolerance: float) -> dg.AssetCheckResult:
+    """The regression gate for a candidate (a workflow.Candidate in trained_model, the stored
+    two_tower.StoredCandidate in accepted_model: the same figures, by the same names)."""
+    return regression_gate_result(
+        candidate.val_rmse,
+        accepted,
+        tolerance,
+        global_mean_val_rmse=candidate.global_mean_val_rmse,
+        val_fingerprint=candidate.val_fingerprint,
+    )
+
+
 @dg.asset(
     group_name="model",
     kinds={"keras", "tensorflow"},
     io_manager_key=io_manager_key("trained_model"),
-    code_version="3",
+    code_version="4",
     automation_condition=ON_UPSTREAM_UPDATE,
     pool="training",  # one training at a time where the instance limits pools (see dagster.yaml)
     check_specs=[
@@ -35,7 +47,7 @@ BEATS_GLOBAL_MEAN = "beats_global_mean_on_validation"
             REGRESSION_GATE,
             asset="trained_model",
             blocking=True,
-            description="The regression gate: validation RMSE no worse than the accepted model's by more than RECSYS_RMSE_TOLERANCE stars.",
+            description="The regression gate, against the current release's model. " + REGRESSION_GATE_RULE,
         ),
     ],
 )
@@ -66,10 +78,12 @@ def trained_model(
     )
     history = candidate.history
     return dg.MaterializeResult(
-        value=StoredCandidate(candidate.model, candidate.val_rmse, context.run.run_id),
+        value=StoredCandidate(candidate.model, candidate.val_rmse, context.run.run_id, candidate.global_mean_val_rmse, candidate.val_fingerprint),
         metadata={
-            # Exact, as the regression gate compares it (accepted_model reads it from the stored candidate).
+            # Exact, as the regression gate compares them (accepted_model reads them from the stored candidate).
             "val_rmse": candidate.val_rmse,
+            "global_mean_val_rmse": candidate.global_mean_val_rmse,
+            "val_fingerprint": candidate.val_fingerprint,
             **rounded(
                 {
                     "epochs_run": len(history["loss"]),
@@ -89,7 +103,7 @@ def trained_model(
                 passed=bool(candidate.val_rmse < candidate.global_mean_val_rmse),
                 metadata=rounded({"val_rmse": candidate.val_rmse, "global_mean_val_rmse": candidate.global_mean_val_rmse}),
             ),
-            regression_gate_result(candidate.val_rmse, model_gate.accepted(), model_gate.rmse_tolerance),
+            gate_result(candidate, model_gate.accepted(), model_gate.rmse_tolerance),
         ],
     )
 
@@ -98,7 +112,7 @@ def trained_model(
     group_name="model",
     kinds={"keras", "tensorflow"},
     io_manager_key=io_manager_key("accepted_model"),
-    code_version="1",
+    code_version="2",
     automation_condition=ON_UPSTREAM_UPDATE,
 )
 def accepted_model(model_gate: ModelGate, trained_model):
@@ -106,12 +120,13 @@ def accepted_model(model_gate: ModelGate, trained_model):
     trained_model that passed its blocking checks, the regression gate among them. When a retrained
     model fails them, this asset and everything downstream keep the previous model's artifacts, and
     the current release is untouched. It is published (and so becomes the gate's reference) by `release`.
-    The candidate's validation RMSE and run come with the stored candidate itself, not from the
-    instance's history, so they always describe the model being accepted."""
+    The candidate's validation RMSE, run, global-mean RMSE and validation fingerprint come with the
+    stored candidate itself, not from the instance's history, so they always describe the model
+    being accepted; the gate is re-evaluated on them by the same rule as the blocking check."""
     candidate = trained_model
     previous = model_gate.accepted()
     # The blocking check stops this step inside a run; this guards a materialization of this asset alone.
-    gate = regression_gate_result(candidate.val_rmse, previous, model_gate.rmse_tolerance)
+    gate = gate_result(candidate, previous, model_gate.rmse_tolerance)
     if not gate.passed:
         raise dg.Failure(f"trained_model from run {candidate.run_id} fails the regression gate: {gate.description}", metadata=gate.metadata)
     return dg.MaterializeResult(
@@ -119,6 +134,7 @@ def accepted_model(model_gate: ModelGate, trained_model):
         metadata={
             **rounded({"val_rmse": candidate.val_rmse, **({"previous_val_rmse": float(previous["val_rmse"])} if previous else {})}),
             "trained_in_run": candidate.run_id,
+            "gate_comparison": str(gate.metadata["comparison"].value) if "comparison" in gate.metadata else "first model",
         },
     )
 

@@ -1,6 +1,8 @@
 """Serving: what consumers read, published as one immutable release once everything downstream of
 the accepted model has materialized and passed its checks."""
 
+import math
+
 import dagster as dg
 import pandas as pd
 
@@ -18,7 +20,7 @@ RELEASED_METRICS = ("test_rmse", "test_mae")
 @dg.asset(
     group_name="serving",
     kinds={"json"},
-    code_version="1",
+    code_version="2",
     deps=list(layout.RELEASED_ASSETS),
     automation_condition=ON_ACCEPTED_MODEL_UPDATE,
 )
@@ -27,8 +29,19 @@ def release(context: dg.AssetExecutionContext, config: ReleaseConfig, release_st
     embeddings, similar movies, evaluation, the served lists) into a new immutable release with a manifest of their SHA-256, then makes it current
     in one atomic step. Runs only after all of them materialized and passed their blocking checks,
     so a failed, refused, gated or interrupted run leaves the current release as it was. The
-    regression gate compares later candidates with this release's validation RMSE."""
+    regression gate compares later candidates with this release's validation RMSE, the global
+    mean's RMSE on the same validation ratings and their fingerprint, all recorded in the manifest
+    (from the released evaluation and splits, refused if those two disagree)."""
     evaluation = pd.read_parquet(release_store.artifact_path("model_evaluation"))
+    reference = workflow.validation_reference(pd.read_parquet(release_store.artifact_path("rating_splits")))
+    global_mean_val_rmse = workflow.model_figure(evaluation, splits.VALIDATION, "rmse", workflow.GLOBAL_MEAN)
+    if not math.isclose(global_mean_val_rmse, reference.global_mean_rmse, rel_tol=1e-9, abs_tol=1e-9):
+        # The evaluation and the splits beside it describe different data: a manifest of them would lie to the gate.
+        raise dg.Failure(
+            description="model_evaluation and rating_splits in the artifacts folder come from different data "
+            f"(global-mean validation RMSE {global_mean_val_rmse:.6f} vs {reference.global_mean_rmse:.6f}); rematerialize everything downstream of rating_splits.",
+            allow_retries=False,
+        )
     accepted = context.instance.get_latest_materialization_event(dg.AssetKey("accepted_model"))
     published = release_store.publish(
         releases.new_release_id(context.run.run_id),
@@ -36,6 +49,9 @@ def release(context: dg.AssetExecutionContext, config: ReleaseConfig, release_st
             "published_in_run": context.run.run_id,
             "run_id": accepted.run_id if accepted else context.run.run_id,
             "val_rmse": workflow.model_figure(evaluation, splits.VALIDATION, "rmse"),
+            # What the regression gate needs to compare like with like (checks.REGRESSION_GATE_RULE).
+            "global_mean_val_rmse": global_mean_val_rmse,
+            "val_fingerprint": reference.fingerprint,
             "metrics": {metric: workflow.model_figure(evaluation, splits.TEST, metric.removeprefix("test_")) for metric in RELEASED_METRICS},
         },
         config.keep_releases,

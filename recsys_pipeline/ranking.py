@@ -29,8 +29,12 @@ from recsys_pipeline.sequential import SequentialModel, Sequences, user_sequence
 ITEM_ITEM_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
 # The two standardised scores counting equally: kept unless validation clearly prefers another weight.
 EQUAL_WEIGHT = 1.0
-# Half-lives (in ratings) of the item-item term's recency weighting tried on validation; inf: plain EASE.
-HALF_LIVES = (2.0, 5.0, 10.0, 20.0, 40.0, math.inf)
+# The item-item term's ridge penalties, then half-lives (in ratings; inf: plain EASE) of its recency
+# weighting, tried on validation.
+ITEM_ITEM_L2S = (100.0, 200.0, 400.0)
+HALF_LIVES = (2.0, 3.0, 5.0, 7.0, 10.0, 20.0, 40.0, math.inf)
+# The half-life at which the penalties are compared.
+REFERENCE_HALF_LIFE = 5.0
 # Above this many users x movies the scores are not held whole: the weights are solved for the most
 # rated movies (at most ITEM_ITEM_MAX_MOVIES, a movies x movies matrix) and applied user batch by batch.
 DENSE_SCORES_LIMIT = 50_000_000

@@ -111,7 +111,7 @@ class RankingSettings:
     """How the time-aware ranking model (recsys_pipeline.sequential) is built and trained on each
     user's ratings in order. Every field except `seed` is also a field of `ranking_model`'s run config."""
 
-    dimensions: int = _setting(64, "length of the user and movie vectors", ge=1)
+    dimensions: int = _setting(128, "length of the user and movie vectors", ge=1)
     max_history: int = _setting(50, "how many of a user's latest rated movies the user tower reads", ge=1)
     encoder: str = _setting("pool", "how the user tower reads the history: learned recency pooling or one causal attention block", choices=("pool", "attention"))
     gaps: bool = _setting(True, "add an embedding of the time from each history rating to the user's latest one")
@@ -128,7 +128,6 @@ class RankingSettings:
     prefixes_per_user: int = _setting(32, "history prefixes drawn per user and epoch, fresh each epoch; 0: every prefix", ge=0)
     recent: float = _setting(0.0, "above 0, prefixes are drawn more often toward the end of a user's ratings", ge=0)
     refit_epochs: int = _setting(2, "epochs on training and validation ratings after early stopping, so movies first rated in validation are learned", ge=0)
-    item_item_l2: float = _setting(100.0, "ridge penalty of the item-item term (EASE) blended into the served score", gt=0)
     seed: int = field(default=DEFAULT_SEED, metadata={"ge": 0, "le": MAX_SEED})
 
     def __post_init__(self) -> None:

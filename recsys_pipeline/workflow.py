@@ -282,7 +282,8 @@ def train_ranking_model(
 ) -> RankingCandidate:
     """Train the time-aware towers on each user's training ratings in order, stopping early on
     validation NDCG@10 (candidates: movies not rated in training); refit on training and validation
-    ratings; then choose the item-item term's half-life and weight on the same validation NDCG@10."""
+    ratings; then choose the item-item term's ridge penalty, half-life and weight on the same
+    validation NDCG@10."""
     from recsys_pipeline import sequential
 
     train = splits.training_rows(labelled)
@@ -310,15 +311,16 @@ def train_ranking_model(
     started = time.perf_counter()
     refit = sequences_of(labelled[labelled["split"] != splits.TEST]) if settings.refit_epochs else None
     trained = sequential.train_sequential(data, settings, validate, on_epoch_end, refit)
-    # The towers are trained; the item-item term's half-life, then its weight, on the same validation NDCG@10.
-    validated = dataclasses.replace(trained.validated, item_item_l2=settings.item_item_l2)
-    chooser = ranking.Ranker(validated, train, user_features, movie_features, scalers)
+    # The towers are trained; on the same validation NDCG@10, the item-item term's ridge penalty (at a
+    # reference half-life), then its half-life, then its weight in the blend.
+    choosers = {l2: ranking.Ranker(dataclasses.replace(trained.validated, item_item_l2=l2), train, user_features, movie_features, scalers) for l2 in ranking.ITEM_ITEM_L2S}
+    by_l2 = validation_ndcg({l2: (lambda rows, ranker=ranker: ranker.item_item_scores(rows, ranking.REFERENCE_HALF_LIFE)) for l2, ranker in choosers.items()})
+    l2 = max(by_l2, key=lambda penalty: float(np.mean(by_l2[penalty])))
+    chooser = choosers[l2]
     by_half_life = {h: float(np.mean(v)) for h, v in validation_ndcg(chooser.item_item_rows_by_half_life(ranking.HALF_LIVES)).items()}
     half_life = max(by_half_life, key=by_half_life.get)
     by_weight = validation_ndcg(chooser.score_rows_by_weight(ranking.ITEM_ITEM_WEIGHTS, half_life))
-    model = dataclasses.replace(
-        trained.model, item_item_weight=ranking.chosen_item_item_weight(by_weight), item_item_half_life=half_life, item_item_l2=settings.item_item_l2
-    )
+    model = dataclasses.replace(trained.model, item_item_weight=ranking.chosen_item_item_weight(by_weight), item_item_half_life=half_life, item_item_l2=l2)
     return RankingCandidate(model, trained.history, by_half_life, {w: float(np.mean(v)) for w, v in by_weight.items()}, time.perf_counter() - started)
 
 

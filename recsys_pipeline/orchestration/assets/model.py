@@ -192,6 +192,7 @@ def ranking_model(
             # Text: either may be infinite (plain EASE; the item-item term alone), which JSON cannot hold.
             "item_item_half_life": f"{candidate.model.item_item_half_life:g}",
             "item_item_weight": f"{candidate.model.item_item_weight:g}",
+            "item_item_l2": candidate.model.item_item_l2,
             **rounded(
                 {
                     "best_val_ndcg_at_10": max(candidate.history["val_ndcg_at_10"]),

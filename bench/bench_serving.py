@@ -35,7 +35,6 @@ import pandas as pd
 from bench.common import REPO, machine
 from recsys_pipeline import layout, recommend, releases
 from recsys_pipeline.sequential import SequentialModel
-from recsys_pipeline.standardisation import FittedScalers
 
 SEED = 47005
 POOL = 200
@@ -141,23 +140,9 @@ def wrk(url: str, requests: list[tuple[str, str, str | None]], connections: int,
 # --- the questions asked --------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class ReleaseFiles:
-    release: releases.Release
-
-    def table(self, asset: str) -> pd.DataFrame:
-        return pd.read_parquet(self.release.path(layout.file_name(asset)))
-
-    def model(self) -> SequentialModel:
-        return SequentialModel.load(self.release.path(layout.file_name("ranking_model")))
-
-    def scalers(self) -> FittedScalers:
-        return FittedScalers.from_dict(json.loads(self.release.path(layout.file_name("fitted_scalers")).read_text()))
-
-
 def workloads(release: releases.Release) -> dict[str, list[tuple[str, str, str | None]]]:
     """Each endpoint's pool of requests, drawn from the release's users and most rated movies."""
-    files = ReleaseFiles(release)
+    files = release
     movies = files.table("movie_features")
     users = files.table("user_recommendations")["userId"].unique()
     popular = movies.sort_values("rating_count", ascending=False, kind="stable")
@@ -184,7 +169,7 @@ def workloads(release: releases.Release) -> dict[str, list[tuple[str, str, str |
 
 def swap_questions(release: releases.Release) -> dict[str, tuple[str, str, str | None, dict]]:
     """One fixed question per kind for the swap phase: (method, path, body, its parameters)."""
-    files = ReleaseFiles(release)
+    files = release
     movies = files.table("movie_features").sort_values("rating_count", ascending=False, kind="stable")
     user = int(files.table("user_recommendations")["userId"].iloc[0])
     liked = [int(movie_id) for movie_id in movies["movieId"].head(3)]
@@ -198,12 +183,12 @@ def swap_questions(release: releases.Release) -> dict[str, tuple[str, str, str |
 
 def expected_items(release: releases.Release, kind: str, parameters: dict) -> list[dict]:
     """What `release` answers, from its files, without the service."""
-    files = ReleaseFiles(release)
+    files = release
     movies = files.table("movie_features")
     if kind == "user":
         listing = recommend.served_listing(files.table("user_recommendations"), movies, parameters["user"], K)
     elif kind == "visitor":
-        listing = recommend.visitor_listing(files.model(), files.scalers(), movies, K, parameters["genres"], parameters["liked"])
+        listing = recommend.visitor_listing(files.ranking_model(), files.scalers(), movies, K, parameters["genres"], parameters["liked"])
     else:
         embeddings = np.load(release.path(layout.file_name("movie_embeddings")))
         listing = recommend.similar_movies(movies, embeddings, parameters["movie"], K)

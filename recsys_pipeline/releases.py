@@ -24,7 +24,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from recsys_pipeline import layout
 from recsys_pipeline.atomic import fsync_directory, write_json_atomically
+from recsys_pipeline.sequential import SequentialModel
+from recsys_pipeline.standardisation import FittedScalers
 
 MANIFEST = "manifest.json"
 CURRENT = "current.json"
@@ -55,6 +61,20 @@ class Release:
         if file_name not in self.manifest["files"]:
             raise ReleaseError(f"release {self.release_id} in {self.directory.parent} has no {file_name}; publish a new release")
         return self.directory / file_name
+
+    # What consumers read, by asset (layout decides each asset's file and format).
+
+    def table(self, asset: str) -> pd.DataFrame:
+        return pd.read_parquet(self.path(layout.file_name(asset)))
+
+    def array(self, asset: str) -> np.ndarray:
+        return np.load(self.path(layout.file_name(asset)), allow_pickle=False)
+
+    def ranking_model(self) -> SequentialModel:
+        return SequentialModel.load(self.path(layout.file_name("ranking_model")))
+
+    def scalers(self) -> FittedScalers:
+        return FittedScalers.from_dict(json.loads(self.path(layout.file_name("fitted_scalers")).read_text()))
 
     def verify(self, file_names: list[str] | None = None) -> None:
         """Raise ReleaseError unless each named file (default: all) has the manifest's size and SHA-256."""

@@ -152,15 +152,15 @@ def load_snapshot(release: releases.Release) -> Snapshot:
     question of each kind; any failure is a ReleaseError naming the release."""
     try:
         release.verify()
-        movie_features = pd.read_parquet(release.path(layout.file_name("movie_features")))
+        movie_features = release.table("movie_features")
         # Python strings: pandas takes rows of object columns faster than of Arrow strings (every answer does).
         movie_features = movie_features.astype({"title": object, "genres": object})
-        movie_embeddings = np.load(release.path(layout.file_name("movie_embeddings")), allow_pickle=False)
+        movie_embeddings = release.array("movie_embeddings")
         if len(movie_embeddings) != len(movie_features):
             raise ValueError(f"movie_embeddings holds {len(movie_embeddings)} rows for {len(movie_features)} movies")
-        model = SequentialModel.load(release.path(layout.file_name("ranking_model")))
-        scalers = FittedScalers.from_dict(json.loads(release.path(layout.file_name("fitted_scalers")).read_text()))
-        served = pd.read_parquet(release.path(layout.file_name("user_recommendations"))).sort_values(["userId", "rank"], kind="stable", ignore_index=True)
+        model = release.ranking_model()
+        scalers = release.scalers()
+        served = release.table("user_recommendations").sort_values(["userId", "rank"], kind="stable", ignore_index=True)
         served_movie_rows = pd.Index(movie_features["movieId"]).get_indexer(served["movieId"])
         if (served_movie_rows < 0).any():
             raise ValueError("user_recommendations lists movies that movie_features lacks")

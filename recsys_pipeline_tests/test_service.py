@@ -23,7 +23,6 @@ import pytest
 from recsys_pipeline import cli, layout, recommend, releases
 from recsys_pipeline.atomic import write_json_atomically
 from recsys_pipeline.sequential import SequentialModel
-from recsys_pipeline.standardisation import FittedScalers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Generous deadlines for a busy machine; every wait ends as soon as its event happens.
@@ -100,34 +99,17 @@ def service(materialized_data_dir) -> Iterator[Service]:
 # --- what each release answers, computed from its files without the service -----------------------
 
 
-@dataclass(frozen=True)
-class ReleaseFiles:
-    release: releases.Release
-
-    def table(self, asset: str) -> pd.DataFrame:
-        return pd.read_parquet(self.release.path(layout.file_name(asset)))
-
-    def model(self) -> SequentialModel:
-        return SequentialModel.load(self.release.path(layout.file_name("ranking_model")))
-
-    def scalers(self) -> FittedScalers:
-        return FittedScalers.from_dict(json.loads(self.release.path(layout.file_name("fitted_scalers")).read_text()))
-
-    def embeddings(self) -> np.ndarray:
-        return np.load(self.release.path(layout.file_name("movie_embeddings")))
-
-
 def rows(listing: pd.DataFrame) -> list[dict]:
     return json.loads(json.dumps(listing.to_dict(orient="records")))
 
 
 def expected_answers(release: releases.Release, user_id: int, liked: list[int]) -> dict[str, list[dict]]:
-    files = ReleaseFiles(release)
+    files = release
     movies = files.table("movie_features")
     return {
         "user": rows(recommend.served_listing(files.table("user_recommendations"), movies, user_id, 5)),
-        "visitor": rows(recommend.visitor_listing(files.model(), files.scalers(), movies, 5, list(VISITOR_GENRES.items()), liked)),
-        "similar": rows(recommend.similar_movies(movies, files.embeddings(), liked[0], 5)),
+        "visitor": rows(recommend.visitor_listing(files.ranking_model(), files.scalers(), movies, 5, list(VISITOR_GENRES.items()), liked)),
+        "similar": rows(recommend.similar_movies(movies, files.array("movie_embeddings"), liked[0], 5)),
     }
 
 
@@ -142,12 +124,12 @@ def release(materialized_data_dir) -> releases.Release:
 
 @pytest.fixture(scope="module")
 def movie_features(release) -> pd.DataFrame:
-    return ReleaseFiles(release).table("movie_features")
+    return release.table("movie_features")
 
 
 @pytest.fixture(scope="module")
 def user_id(release) -> int:
-    return int(ReleaseFiles(release).table("user_recommendations")["userId"].iloc[0])
+    return int(release.table("user_recommendations")["userId"].iloc[0])
 
 
 def unambiguous_title(movie_features: pd.DataFrame) -> tuple[int, str]:
@@ -181,7 +163,7 @@ def test_a_known_user_gets_the_cli_served_list(service, release, materialized_da
     threshold = int(movie_features["rating_count"].median())
     for k, min_ratings in [(10, 0), (7, threshold), (100, 0)]:
         answered = items_of(service.client.get(f"/v1/users/{user_id}/recommendations", params={"k": k, "min_ratings": min_ratings}), release.release_id)
-        served = ReleaseFiles(release).table("user_recommendations")
+        served = release.table("user_recommendations")
         assert answered == rows(recommend.served_listing(served, movie_features, user_id, k, min_ratings))
     assert items_of(service.client.get(f"/v1/users/{user_id}/recommendations"), release.release_id) == recsys_json(
         capsys, materialized_data_dir, "recommend", "--user", str(user_id)
@@ -200,8 +182,8 @@ def test_a_visitor_by_liked_movies_never_gets_them_back_and_matches_the_cli(serv
     answered = items_of(service.client.post("/v1/recommendations", json={"movies": [title, other], "k": 20}), release.release_id)
     assert len(answered) == 20 and not {movie_id, other} & {movie["movieId"] for movie in answered}
     assert answered == recsys_json(capsys, materialized_data_dir, "recommend", "--movies", f"{title},{other}", "-k", "20")
-    files = ReleaseFiles(release)
-    assert answered == rows(recommend.visitor_listing(files.model(), files.scalers(), movie_features, 20, liked_movie_ids=[movie_id, other]))
+    files = release
+    assert answered == rows(recommend.visitor_listing(files.ranking_model(), files.scalers(), movie_features, 20, liked_movie_ids=[movie_id, other]))
     # Liked movies move the list: it is not the list of a visitor who liked nothing but these genres.
     both = items_of(service.client.post("/v1/recommendations", json={"genres": VISITOR_GENRES, "movies": [other]}), release.release_id)
     genres_only = items_of(service.client.post("/v1/recommendations", json={"genres": VISITOR_GENRES}), release.release_id)
@@ -274,7 +256,7 @@ def assert_problem(response: httpx.Response, status: int, *details: str) -> dict
 
 
 def test_an_unknown_user_is_a_404_naming_the_known_range(service, release):
-    served = ReleaseFiles(release).table("user_recommendations")["userId"]
+    served = release.table("user_recommendations")["userId"]
     response = service.client.get("/v1/users/99999/recommendations")
     assert_problem(response, 404, f"no user 99999 in user_recommendations (users {served.min()}..{served.max()}, {served.nunique()} in all)")
     assert response.headers["x-release-id"] == release.release_id

@@ -10,9 +10,9 @@
 
 Answers come from the current release in <data dir>/releases (see recsys_pipeline.releases), the
 data dir being --data-dir, else RECSYS_DATA_DIR, else ./data, as for the Dagster code location. No
-command imports TensorFlow: a known user's list is the released user_recommendations, a new user is
-scored in numpy by the released ranking_model (recsys_pipeline.ranking). The answers themselves come
-from recsys_pipeline.recommend.
+command imports TensorFlow: a known user's list is the released user_recommendations, a visitor known
+by genre ratings or liked movies is scored in numpy by the released ranking_model
+(recsys_pipeline.ranking). The answers themselves come from recsys_pipeline.recommend.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""What the network reads: scaled per-user and per-movie tables, and ratings as row numbers into them."""
+"""What the rating network reads: scaled per-user and per-movie tables (out of fold for training
+ratings), and ratings as row numbers into them."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""Answering one question from the materialized artifacts: movies like this one, movies for this user.
+"""Answering one question from a release: movies like this one, movies for this user or visitor, which
+movie a title names.
 
-Plain functions on the artifact tables and arrays that return DataFrames; the `recsys` command
-(recsys_pipeline.cli) loads the artifacts and prints what these return. Nothing here imports
-TensorFlow: passing a user and the movies through the model is the caller's step.
+Plain functions on the released tables and arrays that return DataFrames; the `recsys` command
+(recsys_pipeline.cli) and the HTTP service (recsys_pipeline.service) load a release and return what
+these return. Nothing here imports TensorFlow: a visitor is scored by the released ranking model in
+numpy (recsys_pipeline.ranking.visitor_scores).
 """
 
 from __future__ import annotations
@@ -196,20 +198,6 @@ def similar_movies(movie_features: pd.DataFrame, movie_embeddings: np.ndarray, m
 
 
 # --- users ----------------------------------------------------------------------------------------
-
-
-def user_features(user_genre_averages: pd.DataFrame, user_id: int) -> pd.DataFrame:
-    """The one user_genre_averages row of `user_id`; an unknown user's error gives the known range and close ids."""
-    row = user_genre_averages[user_genre_averages["userId"] == user_id]
-    if row.empty:
-        ids = user_genre_averages["userId"]
-        raise QueryError(f"no user {user_id} in the ratings (users {ids.min()}..{ids.max()}, {len(ids)} in all). {_suggest(str(user_id), ids.astype(str))}")
-    return row
-
-
-def rated_movie_ids(rating_splits: pd.DataFrame, user_id: int) -> np.ndarray:
-    """Every movie `user_id` rated in any split: known tastes are not recommendations."""
-    return rating_splits.loc[rating_splits["userId"] == user_id, "movieId"].unique()
 
 
 def visitor_features(genre_ratings: Sequence[tuple[str, float]], liked_movie_ids: Sequence[int], movie_features: pd.DataFrame, target: TargetScaler) -> pd.DataFrame:

@@ -188,24 +188,6 @@ def test_nearest_neighbours_of_chosen_rows_equal_those_rows_of_the_full_search()
 # --- users ----------------------------------------------------------------------------------------
 
 
-def test_user_features_is_the_users_row_and_an_unknown_user_names_the_range():
-    table = pd.DataFrame({"userId": [1, 2, 610], "average_rating": [3.0, 4.0, 2.5]})
-    assert recommend.user_features(table, 2)["average_rating"].tolist() == [4.0]
-    with pytest.raises(recommend.QueryError, match=r"no user 611 in the ratings \(users 1\.\.610, 3 in all\)\. Close matches: 610"):
-        recommend.user_features(table, 611)
-
-
-def test_rated_movie_ids_come_from_every_split():
-    splits = pd.DataFrame(
-        {
-            "userId": [1, 1, 1, 2],
-            "movieId": [10, 20, 30, 40],
-            "split": pd.Categorical(["train", "validation", "test", "train"]),
-        }
-    )
-    assert sorted(recommend.rated_movie_ids(splits, 1).tolist()) == [10, 20, 30]
-
-
 def test_genre_profile_gives_listed_genres_their_rating_and_the_rest_the_mean_of_them(movie_features):
     row = recommend.visitor_features([("animation", 5.0), ("Action", 4.0), ("Drama", 1.5)], (), movie_features, STARS)
     assert len(row) == 1

@@ -253,13 +253,21 @@ def test_the_same_seed_reproduces_splits_and_features_byte_for_byte_and_metrics_
     metrics = [pd.read_parquet(folder / ARTIFACTS_DIR / "model_evaluation.parquet") for folder in (baseline, tmp_path / "again")]
     pd.testing.assert_frame_equal(metrics[0], metrics[1], atol=1e-4, check_exact=False)
 
-    other_seed = tmp_path / "other_seed"
-    result = build_definitions(str(synthetic_movielens_dir), other_seed, seed=1).resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), asset_selection=[dg.AssetKey("rating_splits"), dg.AssetKey("raw_movies"), dg.AssetKey("raw_ratings")]
-    )
-    assert result.success
-    assert artifact_hashes(other_seed)["raw_ratings.parquet"] == first["raw_ratings.parquet"]
-    assert artifact_hashes(other_seed)["rating_splits.parquet"] != first["rating_splits.parquet"]
+    # The default chronological split does not depend on the seed; the random one does.
+    splits_by = {}
+    for seed in (1, 2):
+        for method in ("chronological", "random"):
+            folder = tmp_path / f"seed_{seed}_{method}"
+            result = build_definitions(str(synthetic_movielens_dir), folder, seed=seed).resolve_implicit_global_asset_job_def().execute_in_process(
+                run_config={"ops": {"rating_splits": {"config": {"method": method}}}},
+                instance=dg.DagsterInstance.ephemeral(),
+                asset_selection=[dg.AssetKey("rating_splits"), dg.AssetKey("raw_movies"), dg.AssetKey("raw_ratings")],
+            )
+            assert result.success
+            assert artifact_hashes(folder)["raw_ratings.parquet"] == first["raw_ratings.parquet"]
+            splits_by[seed, method] = artifact_hashes(folder)["rating_splits.parquet"]
+    assert splits_by[1, "chronological"] == splits_by[2, "chronological"] == first["rating_splits.parquet"]
+    assert splits_by[1, "random"] != splits_by[2, "random"]
 
 
 @pytest.mark.slow

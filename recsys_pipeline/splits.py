@@ -52,13 +52,15 @@ METHODS = (RANDOM, CHRONOLOGICAL)
 def chronological_split(ratings: pd.DataFrame, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> pd.Categorical:
     """Label each user's ratings by time: the earliest train, then validation, the latest test.
 
-    Rating i of a user's n (0-based, ordered by timestamp, ties by row order) goes to test when
-    i >= n·(train + validation), to validation when i >= n·train, else to train, so the model is
-    measured on each user's future, never fitted on it.
+    Rating i of a user's n (0-based, ordered by timestamp, then movieId: a quarter of ml-latest-small's
+    ratings share their user's timestamp second, and the movieId orders them the same way for any row
+    order of the file, as the ranking model reads them) goes to test when i >= n·(train + validation),
+    to validation when i >= n·train, else to train, so the model is measured on each user's future,
+    never fitted on it.
     """
     if min(fractions) <= 0 or not np.isclose(sum(fractions), 1.0):
         raise ValueError(f"split fractions must be positive and sum to 1, got {fractions}")
-    order = np.lexsort((np.arange(len(ratings)), ratings["timestamp"].to_numpy(), ratings["userId"].to_numpy()))
+    order = np.lexsort((ratings["movieId"].to_numpy(), ratings["timestamp"].to_numpy(), ratings["userId"].to_numpy()))
     users = ratings["userId"].to_numpy()[order]
     first = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
     counts = np.diff(np.r_[first, len(users)])

@@ -131,6 +131,15 @@ def test_chronological_split_puts_each_users_latest_ratings_in_test():
     assert by_split[(2, "validation")] == [514, 515, 516] and by_split[(2, "test")] == [517, 518, 519]
 
 
+def test_chronological_split_orders_same_second_ratings_by_movie_id_whatever_the_row_order():
+    ratings = pd.DataFrame({"userId": [1] * 7, "movieId": [70, 10, 60, 20, 50, 30, 40], "timestamp": [5] * 7, "rating": [4.0] * 7})
+    labelled = splits.assign_splits(ratings, method=splits.CHRONOLOGICAL)
+    # 7 ratings in one second: the 5 lowest movieIds train (i < 4.9), movieId 60 validation, 70 test.
+    assert labelled.sort_values("movieId")["split"].tolist() == ["train"] * 5 + ["validation", "test"]
+    shuffled = splits.assign_splits(ratings.sample(frac=1.0, random_state=3), method=splits.CHRONOLOGICAL)
+    pd.testing.assert_frame_equal(shuffled.sort_values("movieId").reset_index(drop=True), labelled.sort_values("movieId").reset_index(drop=True))
+
+
 def test_chronological_split_of_the_real_ratings_is_a_clean_partition(real_movielens_dir):
     ratings = read_ratings(real_movielens_dir)
     labelled = splits.assign_splits(ratings, method=splits.CHRONOLOGICAL)

@@ -16,7 +16,7 @@ PARTITION_OF_RATINGS = "partition_of_ratings"
 @dg.asset(
     group_name="features",
     kinds={"pandas", "parquet"},
-    code_version="2",
+    code_version="3",
     automation_condition=ON_UPSTREAM_UPDATE,
     check_specs=[
         dg.AssetCheckSpec(

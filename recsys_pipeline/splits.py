@@ -56,8 +56,7 @@ def chronological_split(ratings: pd.DataFrame, fractions: tuple[float, float, fl
     ratings share their user's timestamp second, and the movieId orders them the same way for any row
     order of the file, as the ranking model reads them) goes to test when i >= n·(train + validation),
     to validation when i >= n·train, else to train, so the model is measured on each user's future,
-    never fitted on it; a user with 3 to 6 ratings still holds out their last for test and the one
-    before for validation.
+    never fitted on it.
     """
     if min(fractions) <= 0 or not np.isclose(sum(fractions), 1.0):
         raise ValueError(f"split fractions must be positive and sum to 1, got {fractions}")
@@ -67,14 +66,7 @@ def chronological_split(ratings: pd.DataFrame, fractions: tuple[float, float, fl
     counts = np.diff(np.r_[first, len(users)])
     position = np.arange(len(users)) - np.repeat(first, counts)
     size = np.repeat(counts, counts)
-    test_start = np.ceil(size * (fractions[0] + fractions[1]))
-    validation_start = np.ceil(size * fractions[0])
-    # A user with 3 ratings or more holds out at least one for validation and one for test, so data
-    # of light users only (every user under 7 ratings) still has something to validate and test on.
-    held = size >= 3
-    test_start = np.where(held, np.minimum(test_start, size - 1), test_start)
-    validation_start = np.where(held, np.minimum(validation_start, test_start - 1), validation_start)
-    labels_in_order = np.where(position >= test_start, 2, np.where(position >= validation_start, 1, 0))
+    labels_in_order = np.where(position >= size * (fractions[0] + fractions[1]), 2, np.where(position >= size * fractions[0], 1, 0))
     labels = np.empty(len(ratings), dtype=np.int8)
     labels[order] = labels_in_order
     return pd.Categorical.from_codes(labels, categories=list(SPLITS))
@@ -147,7 +139,6 @@ def rounding_slack(labelled: pd.DataFrame, method: str) -> int:
 
     The random split rounds two counts up (the held-out rows, then the test rows among them), so
     each split is within 2 ratings of its share. The chronological split rounds each user's two
-    boundaries and holds out at least one validation and one test rating of a user with 3 or more,
-    so each split is within two ratings per user (a user with one rating is all train).
+    boundaries, so each split is within one rating per user (a user with one rating is all train).
     """
-    return 2 * int(labelled["userId"].nunique()) if method == CHRONOLOGICAL else 2
+    return int(labelled["userId"].nunique()) if method == CHRONOLOGICAL else 2

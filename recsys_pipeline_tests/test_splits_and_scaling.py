@@ -140,14 +140,6 @@ def test_chronological_split_orders_same_second_ratings_by_movie_id_whatever_the
     pd.testing.assert_frame_equal(shuffled.sort_values("movieId").reset_index(drop=True), labelled.sort_values("movieId").reset_index(drop=True))
 
 
-@pytest.mark.parametrize(("n", "expected"), [(1, "t"), (2, "tt"), (3, "tvx"), (6, "ttttvx"), (20, "t" * 14 + "vvv" + "xxx")])
-def test_chronological_split_holds_out_one_validation_and_one_test_rating_of_a_light_user(n, expected):
-    ratings = pd.DataFrame({"userId": [1] * n, "movieId": np.arange(n), "timestamp": np.arange(n), "rating": [4.0] * n})
-    labels = splits.assign_splits(ratings, method=splits.CHRONOLOGICAL)["split"].map({"train": "t", "validation": "v", "test": "x"})
-    assert "".join(labels) == expected
-    assert not splits.partition_problems(splits.assign_splits(pd.concat([ratings.assign(userId=u) for u in range(50)]), method=splits.CHRONOLOGICAL), 50 * n, splits.DEFAULT_FRACTIONS, splits.CHRONOLOGICAL)
-
-
 def test_chronological_split_of_the_real_ratings_is_a_clean_partition(real_movielens_dir):
     ratings = read_ratings(real_movielens_dir)
     labelled = splits.assign_splits(ratings, method=splits.CHRONOLOGICAL)

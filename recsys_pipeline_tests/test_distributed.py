@@ -100,6 +100,11 @@ def _drive(stack: Stack, instance: dg.DagsterInstance, source: Path, observed: d
 
     # The sensor's first tick sees content it never saw and requests a retraining run.
     sensor_run = wait_until(lambda: _first_run_tagged(instance, SENSOR_TAG, SENSOR), "a run from the source sensor", 180)
+    # Each step's process is looked up as the step starts: a pool process may later run the queued
+    # run's training and be killed with it, after which its parent can no longer be read.
+    observed["step_parents"] = {}
+    parents = threading.Thread(target=_record_step_parents, args=(stack, sensor_run, observed), daemon=True)
+    parents.start()
     wait_until(lambda: _step_started(instance, sensor_run, "trained_model") or _finished(instance, sensor_run), "the sensor's run to start training", RUN_TIMEOUT)
     assert _step_started(instance, sensor_run, "trained_model"), _failure(instance, sensor_run)
 
@@ -126,7 +131,7 @@ def _drive(stack: Stack, instance: dg.DagsterInstance, source: Path, observed: d
 
     assert wait_until(lambda: _finished(instance, sensor_run), "the sensor's run", RUN_TIMEOUT) == Status.SUCCESS, _failure(instance, sensor_run)
     observed["sensor_summary"] = run_summary(instance, sensor_run)
-    observed["step_parents"] = {pid: command_line(parent_pid(pid)) for pid in set(observed["sensor_summary"]["step_pids"].values())}
+    parents.join(RUN_TIMEOUT)
 
     killer.join(RUN_TIMEOUT)
     assert not killer.is_alive(), "the queued run's training was not killed"
@@ -143,6 +148,19 @@ def _drive(stack: Stack, instance: dg.DagsterInstance, source: Path, observed: d
     runs = {"sensor": sensor_run, "killed": killed_run, "scheduled": scheduled_run, "changed": changed_run, "rerun": rerun}
     observed["runs"] = {name: instance.get_run_record_by_id(run_id) for name, run_id in runs.items()}
     observed["training_windows"] = {name: _step_window(instance, runs[name], "trained_model") for name in ("sensor", "killed", "scheduled", "rerun")}
+
+
+def _record_step_parents(stack: Stack, run_id: str, observed: dict) -> None:
+    """The command line of the parent of every step process of `run_id`, read while the run goes on."""
+    with stack.instance() as instance:
+
+        def recorded() -> bool:
+            for pid in set(step_pids(instance, run_id).values()) - set(observed["step_parents"]):
+                observed["step_parents"][pid] = command_line(parent_pid(pid))
+            return _finished(instance, run_id) is not None
+
+        wait_until(recorded, "the sensor's run", RUN_TIMEOUT, interval=0.1)
+        recorded()  # the steps that started in the last interval
 
 
 def _kill_training_mid_epoch(stack: Stack, run_id: str, observed: dict) -> None:

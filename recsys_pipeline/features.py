@@ -123,36 +123,43 @@ def build_user_genre_averages(user_ids: Sequence[int], train_ratings: pd.DataFra
     movie_codes = pd.Index(movie_features["movieId"]).get_indexer(train_ratings["movieId"])
     if (user_codes < 0).any() or (movie_codes < 0).any():
         raise ValueError("training ratings refer to users or movies outside the given tables")
-    ratings = train_ratings["rating"].to_numpy(dtype="float64")
-    genre_matrix = movie_features[genres].to_numpy(dtype="float64")
-    genre_counts = _per_user_sums(user_codes, movie_codes, np.ones_like(ratings), genre_matrix, len(users))
-    genre_sums = _per_user_sums(user_codes, movie_codes, ratings, genre_matrix, len(users))
+    statistics = user_rating_statistics(
+        user_codes, movie_codes, train_ratings["rating"].to_numpy(dtype="float64"), movie_features[genres].to_numpy(dtype="float64"), len(users), genres
+    )
+    return pd.DataFrame({"userId": users.to_numpy(), **statistics})
 
-    counts = np.bincount(user_codes, minlength=len(users))
-    totals = np.bincount(user_codes, weights=ratings, minlength=len(users))
+
+def user_rating_statistics(
+    user_codes: np.ndarray, movie_codes: np.ndarray, ratings: np.ndarray, genre_matrix: np.ndarray, n_users: int, genres: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """build_user_genre_averages' columns (after userId) as arrays, for users 0..n_users-1: rating i is
+    user user_codes[i]'s `ratings[i]` stars for the movie whose genre row is genre_matrix[movie_codes[i]]
+    (`genres` names its columns). Plain numpy, so one visitor's row costs microseconds."""
+    genre_counts = _per_user_sums(user_codes, movie_codes, np.ones_like(ratings), genre_matrix, n_users)
+    genre_sums = _per_user_sums(user_codes, movie_codes, ratings, genre_matrix, n_users)
+
+    counts = np.bincount(user_codes, minlength=n_users)
+    totals = np.bincount(user_codes, weights=ratings, minlength=n_users)
     global_mean = float(ratings.mean())
-    user_mean = np.divide(totals, counts, out=np.full(len(users), global_mean), where=counts > 0)
+    user_mean = np.divide(totals, counts, out=np.full(n_users, global_mean), where=counts > 0)
     averages = np.divide(genre_sums, genre_counts, out=np.repeat(user_mean[:, None], len(genres), axis=1), where=genre_counts > 0)
 
     shrunk_mean = (totals + SHRINKAGE * global_mean) / (counts + SHRINKAGE)
     preference = (genre_sums + SHRINKAGE * shrunk_mean[:, None]) / (genre_counts + SHRINKAGE) - shrunk_mean[:, None]
-    squares = np.bincount(user_codes, weights=ratings**2, minlength=len(users))
-    variance = np.divide(squares, counts, out=np.zeros(len(users)), where=counts > 0) - user_mean**2
-    table = pd.DataFrame(
-        {
-            "userId": users.to_numpy(),
-            "rating_count": counts.astype("int64"),
-            "average_rating": user_mean,
-            "log_rating_count": np.log1p(counts),
-            "shrunk_mean": shrunk_mean,
-            "rating_std": np.where(counts > 1, np.sqrt(np.maximum(variance, 0.0)), 0.0),
-        }
-    )
-    names = [g.removeprefix(GENRE_PREFIX) for g in genres]
-    per_genre = pd.DataFrame(averages, columns=[USER_GENRE_PREFIX + name for name in names])
-    shares = pd.DataFrame(genre_counts / np.maximum(counts, 1)[:, None], columns=[USER_SHARE_PREFIX + name for name in names])
-    preferences = pd.DataFrame(preference, columns=[USER_PREFERENCE_PREFIX + name for name in names])
-    return pd.concat([table, per_genre, shares, preferences], axis=1)
+    squares = np.bincount(user_codes, weights=ratings**2, minlength=n_users)
+    variance = np.divide(squares, counts, out=np.zeros(n_users), where=counts > 0) - user_mean**2
+    names = [genre.removeprefix(GENRE_PREFIX) for genre in genres]
+    shares = genre_counts / np.maximum(counts, 1)[:, None]
+    return {
+        "rating_count": counts.astype("int64"),
+        "average_rating": user_mean,
+        "log_rating_count": np.log1p(counts),
+        "shrunk_mean": shrunk_mean,
+        "rating_std": np.where(counts > 1, np.sqrt(np.maximum(variance, 0.0)), 0.0),
+        **{USER_GENRE_PREFIX + name: averages[:, column] for column, name in enumerate(names)},
+        **{USER_SHARE_PREFIX + name: shares[:, column] for column, name in enumerate(names)},
+        **{USER_PREFERENCE_PREFIX + name: preference[:, column] for column, name in enumerate(names)},
+    }
 
 
 def _per_user_sums(user_codes: np.ndarray, movie_codes: np.ndarray, weights: np.ndarray, movie_rows: np.ndarray, n_users: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import pandas as pd
 from recsys_pipeline import features, similarity
 from recsys_pipeline.ranking import top_movies, visitor_scores
 from recsys_pipeline.sequential import SequentialModel
-from recsys_pipeline.standardisation import FittedScalers, TargetScaler
+from recsys_pipeline.standardisation import FittedScalers, Standardiser, TargetScaler
 
 CLOSE_MATCHES = 5
 AMBIGUOUS_LISTED = 20
@@ -202,35 +202,8 @@ def similar_movies(movie_features: pd.DataFrame, movie_embeddings: np.ndarray, m
 
 def visitor_features(genre_ratings: Sequence[tuple[str, float]], liked_movie_ids: Sequence[int], movie_features: pd.DataFrame, target: TargetScaler) -> pd.DataFrame:
     """The user_genre_averages row of a visitor known by a rating per genre (names in any case) and/or
-    movies they liked (movieIds of movie_features).
-
-    Each rated genre becomes one rating of a stand-in movie of that genre alone, each liked movie a
-    rating at the top of the scale, so features.build_user_genre_averages builds the row exactly as
-    for a real user: a genre gets the average of its ratings, every other genre the user's own average.
-    """
-    columns = features.genre_columns(movie_features)
-    vocabulary = [column.removeprefix(features.GENRE_PREFIX) for column in columns]
-    by_lowercase = {genre.lower(): genre for genre in vocabulary}
-    rated: dict[str, float] = {}
-    for name, stars in genre_ratings:
-        genre = by_lowercase.get(name.strip().lower())
-        if genre is None:
-            raise QueryError(f"no genre '{name}'. {_suggest(name, vocabulary)} Genres: {', '.join(vocabulary)}.")
-        if genre in rated:
-            raise QueryError(f"genre '{genre}' is rated twice.")
-        if not target.minimum <= stars <= target.maximum:
-            raise QueryError(f"genre '{genre}' rated {stars}: ratings lie between {target.minimum} and {target.maximum} stars.")
-        rated[genre] = float(stars)
-    if not rated and not len(liked_movie_ids):
-        raise QueryError("rate at least one genre, e.g. 'Comedy=4', or name a movie you liked.")
-    # Stand-in movies under ids below every real movie's.
-    stand_ins = pd.DataFrame(np.eye(len(columns))[[vocabulary.index(genre) for genre in rated]].reshape(len(rated), len(columns)), columns=columns)
-    stand_ins.insert(0, "movieId", int(movie_features["movieId"].min()) - 1 - np.arange(len(rated)))
-    liked = movie_features.iloc[[_movie_row(movie_features, movie_id) for movie_id in liked_movie_ids]][["movieId", *columns]]
-    rated_movies = pd.concat([stand_ins, liked], ignore_index=True)
-    stars = [*rated.values(), *[target.maximum] * len(liked)]
-    ratings = pd.DataFrame({"userId": GENRE_PROFILE_USER, "movieId": rated_movies["movieId"], "rating": stars})
-    return features.build_user_genre_averages([GENRE_PROFILE_USER], ratings, rated_movies)
+    movies they liked (movieIds of movie_features): Visitors.features as a table."""
+    return pd.DataFrame({"userId": [GENRE_PROFILE_USER], **Visitors(movie_features, target).features(genre_ratings, liked_movie_ids)})
 
 
 def served_listing(served: pd.DataFrame, movie_features: pd.DataFrame, user_id: int, k: int, min_ratings: int = 0) -> pd.DataFrame:
@@ -250,18 +223,99 @@ LOVED = 4.0
 DISLIKED = 3.0
 
 
-def genre_profile_candidates(genre_ratings: Sequence[tuple[str, float]], movie_features: pd.DataFrame) -> np.ndarray:
-    """Which movies a new user described by genre ratings may be shown (bool per movie_features row):
-    none with a disliked genre (below 3 stars) and, when some genre is loved (4 stars or more), only
-    movies with a loved genre. Unmentioned genres neither admit nor exclude a movie."""
-    by_lowercase = {column.removeprefix(features.GENRE_PREFIX).lower(): column for column in features.genre_columns(movie_features)}
-    genres = {by_lowercase[name.strip().lower()]: stars for name, stars in genre_ratings}
-    disliked = [column for column, stars in genres.items() if stars < DISLIKED]
-    loved = [column for column, stars in genres.items() if stars >= LOVED]
-    allowed = ~(movie_features[disliked].to_numpy() > 0).any(axis=1)
-    if loved:
-        allowed &= (movie_features[loved].to_numpy() > 0).any(axis=1)
-    return allowed
+class Visitors:
+    """Scores visitors known by genre ratings and/or movies they liked. Everything read from the
+    released tables is read once here, so a visitor costs only their own arithmetic (the service
+    keeps one per release; `visitor_listing` makes one per question)."""
+
+    def __init__(self, movie_features: pd.DataFrame, target: TargetScaler, model: SequentialModel | None = None, user_scaler: Standardiser | None = None):
+        self.movie_features = movie_features
+        self.target = target
+        self.model = model
+        self.user_scaler = user_scaler
+        self._genre_columns = features.genre_columns(movie_features)
+        self.genres = [column.removeprefix(features.GENRE_PREFIX) for column in self._genre_columns]
+        self._by_lowercase = {genre.lower(): genre for genre in self.genres}
+        self._genre_matrix = movie_features[self._genre_columns].to_numpy(dtype="float64")
+        self._movie_ids = movie_features["movieId"].to_numpy()
+        self._rows: dict[int, int] = {}
+        for row, movie_id in enumerate(self._movie_ids.tolist()):
+            self._rows.setdefault(movie_id, row)
+        self._rating_counts = movie_features["rating_count"].to_numpy()
+
+    def row(self, movie_id: int) -> int:
+        """The movie_features row of `movie_id`."""
+        row = self._rows.get(int(movie_id))
+        if row is None:
+            raise QueryError(f"no movie with movieId {movie_id}.")
+        return row
+
+    def _genre(self, name: str) -> str:
+        genre = self._by_lowercase.get(name.strip().lower())
+        if genre is None:
+            raise QueryError(f"no genre '{name}'. {_suggest(name, self.genres)} Genres: {', '.join(self.genres)}.")
+        return genre
+
+    def features(self, genre_ratings: Sequence[tuple[str, float]], liked_movie_ids: Sequence[int]) -> dict[str, np.ndarray]:
+        """The visitor's user_genre_averages columns (one value each).
+
+        Each rated genre becomes one rating of a stand-in movie of that genre alone, each liked movie a
+        rating at the top of the scale, so features.user_rating_statistics builds the row exactly as
+        for a real user: a genre gets the average of its ratings, every other genre the user's own average.
+        """
+        rated: dict[str, float] = {}
+        for name, stars in genre_ratings:
+            genre = self._genre(name)
+            if genre in rated:
+                raise QueryError(f"genre '{genre}' is rated twice.")
+            if not self.target.minimum <= stars <= self.target.maximum:
+                raise QueryError(f"genre '{genre}' rated {stars}: ratings lie between {self.target.minimum} and {self.target.maximum} stars.")
+            rated[genre] = float(stars)
+        if not rated and not len(liked_movie_ids):
+            raise QueryError("rate at least one genre, e.g. 'Comedy=4', or name a movie you liked.")
+        stand_ins = np.eye(len(self.genres))[[self.genres.index(genre) for genre in rated]].reshape(len(rated), len(self.genres))
+        liked = self._genre_matrix[[self.row(movie_id) for movie_id in liked_movie_ids]]
+        genre_rows = np.vstack([stand_ins, liked])
+        stars = np.array([*rated.values(), *[self.target.maximum] * len(liked)], dtype="float64")
+        statistics = features.user_rating_statistics(np.zeros(len(stars), dtype="int64"), np.arange(len(stars)), stars, genre_rows, 1, self._genre_columns)
+        return statistics
+
+    def candidates(self, genre_ratings: Sequence[tuple[str, float]]) -> np.ndarray:
+        """Which movies a visitor described by genre ratings may be shown (bool per movie_features row):
+        none with a disliked genre (below DISLIKED stars) and, when some genre is loved (LOVED stars or
+        more), only movies with a loved genre. Unmentioned genres neither admit nor exclude a movie."""
+        stars = {self.genres.index(self._genre(name)): value for name, value in genre_ratings}
+        has_genre = self._genre_matrix > 0
+        allowed = ~has_genre[:, [column for column, value in stars.items() if value < DISLIKED]].any(axis=1)
+        loved = [column for column, value in stars.items() if value >= LOVED]
+        if loved:
+            allowed &= has_genre[:, loved].any(axis=1)
+        return allowed
+
+    def rank(self, k: int, genre_ratings: Sequence[tuple[str, float]] = (), liked_movie_ids: Sequence[int] = (), min_ratings: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The `k` best movies (movie_features rows, best first) and their scores for a visitor: the
+        towers' score of a user whose features are `features` and whose history is the liked movies
+        (movieIds, in the order they watched them), among the movies `candidates` admits that have at
+        least `min_ratings` training ratings, never a liked movie."""
+        if self.model is None or self.user_scaler is None:
+            raise TypeError("Visitors built without a model cannot rank")
+        liked = list(dict.fromkeys(int(movie_id) for movie_id in liked_movie_ids))
+        statistics = self.features(genre_ratings, liked)
+        scaled_visitor = self.user_scaler.transform_values(np.column_stack([statistics[column] for column in self.user_scaler.columns]))
+        allowed = self._rating_counts >= min_ratings
+        if genre_ratings:
+            allowed &= self.candidates(genre_ratings)
+        allowed[[self.row(movie_id) for movie_id in liked]] = False
+        scores = visitor_scores(self.model, liked, scaled_visitor[0], self._movie_ids)
+        # Ranked among the allowed movies only: a selection over many equal -inf scores is slow.
+        allowed_rows = np.flatnonzero(allowed)
+        columns, best = top_movies(scores[allowed_rows][None], k)
+        keep = np.isfinite(best[0])
+        return allowed_rows[columns[0][keep]], best[0][keep]
+
+    def listing(self, k: int, genre_ratings: Sequence[tuple[str, float]] = (), liked_movie_ids: Sequence[int] = (), min_ratings: int = 0) -> pd.DataFrame:
+        rows, scores = self.rank(k, genre_ratings, liked_movie_ids, min_ratings)
+        return _listing(self.movie_features, rows, "score", scores)
 
 
 def visitor_listing(
@@ -273,19 +327,9 @@ def visitor_listing(
     liked_movie_ids: Sequence[int] = (),
     min_ratings: int = 0,
 ) -> pd.DataFrame:
-    """The `k` best movies for a visitor known by genre ratings and/or movies they liked (movieIds, in
-    the order they watched them): the towers' score of a user whose features are visitor_features and
-    whose history is the liked movies, among the movies genre_profile_candidates admits that have at
-    least `min_ratings` training ratings, never a liked movie. Every step of scoring a visitor is
-    here: the `recsys` command and the HTTP service call it."""
-    liked = list(dict.fromkeys(int(movie_id) for movie_id in liked_movie_ids))
-    scaled_visitor = scalers.user.transform(visitor_features(genre_ratings, liked, movie_features, scalers.target))
-    allowed = movie_features["rating_count"].to_numpy() >= min_ratings
-    if genre_ratings:
-        allowed &= genre_profile_candidates(genre_ratings, movie_features)
-    allowed[[_movie_row(movie_features, movie_id) for movie_id in liked]] = False
-    scores = visitor_scores(model, liked, scaled_visitor[0], movie_features["movieId"].to_numpy())
-    return ranked_listing(movie_features, scores, k, ~allowed)
+    """The `k` best movies for a visitor known by genre ratings and/or movies they liked (Visitors.rank
+    as a listing). The `recsys` command calls it; the HTTP service keeps a Visitors per release."""
+    return Visitors(movie_features, scalers.target, model, scalers.user).listing(k, genre_ratings, liked_movie_ids, min_ratings)
 
 
 def ranked_listing(movie_features: pd.DataFrame, scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> pd.DataFrame:

@@ -37,6 +37,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -182,9 +183,18 @@ class SequentialModel:
         with np.load(path, allow_pickle=False) as arrays:
             return cls.from_arrays(arrays)
 
+    # Read by every visitor's answer: computed once per loaded model.
+    @cached_property
+    def _movie_order(self) -> np.ndarray:
+        return np.argsort(self.movie_ids, kind="stable")
+
+    @cached_property
+    def _scoring_vectors(self) -> np.ndarray:
+        return self.movie_vectors.T.astype("float64")
+
     def movie_rows(self, movie_ids) -> np.ndarray:
         """Row of each movieId in this model's tables, -1 where the model does not know the movie."""
-        order = np.argsort(self.movie_ids, kind="stable")
+        order = self._movie_order
         position = np.minimum(np.searchsorted(self.movie_ids, movie_ids, sorter=order), len(order) - 1)
         rows = order[position]
         return np.where(self.movie_ids[rows] == np.asarray(movie_ids), rows, -1)
@@ -230,7 +240,7 @@ class SequentialModel:
 
     def scores(self, user_vectors: np.ndarray) -> np.ndarray:
         """Users × movies two-tower scores (float64)."""
-        return np.asarray(user_vectors, dtype="float64") @ self.movie_vectors.T.astype("float64") + self.movie_biases
+        return np.asarray(user_vectors, dtype="float64") @ self._scoring_vectors + self.movie_biases
 
     def visitor_scores(self, movie_ids, timestamps=None, content: np.ndarray | None = None) -> np.ndarray:
         """Scores over every movie of a visitor known by `movie_ids` in the order they watched them

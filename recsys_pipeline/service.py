@@ -93,6 +93,7 @@ class Snapshot:
     movie_embeddings: np.ndarray
     model: SequentialModel
     scalers: FittedScalers
+    visitors: recommend.Visitors
     # user_recommendations whole (for recommend.served_listing's error on an unknown user), and
     # indexed: each user's rows in rank order as positions [start, end) of the arrays below.
     served: pd.DataFrame
@@ -116,14 +117,19 @@ class Snapshot:
         if min_ratings:
             keep = self.rating_counts[rows] >= min_ratings
             rows, scores = rows[keep], scores[keep]
+        return self._rows(rows[:k], scores[:k])
+
+    def _rows(self, rows: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+        """recommend's listing rows (rank, movieId, title, genres, score) of movie_features `rows`, without pandas."""
         return [
             {"rank": rank, "movieId": self.movie_ids[row], "title": self.titles[row], "genres": self.genres[row], "score": score}
-            for rank, (row, score) in enumerate(zip(rows[:k].tolist(), scores[:k].tolist(), strict=True), start=1)
+            for rank, (row, score) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True), start=1)
         ]
 
     def visitor_recommendations(self, genre_ratings: list[tuple[str, float]], movies: list[int | str], k: int, min_ratings: int) -> list[dict[str, Any]]:
         liked = [movie if isinstance(movie, int) else self.find_movie(movie) for movie in movies]
-        return records(recommend.visitor_listing(self.model, self.scalers, self.movie_features, k, genre_ratings, liked, min_ratings))
+        rows, scores = self.visitors.rank(k, genre_ratings, liked, min_ratings)
+        return self._rows(rows, scores)
 
     def similar(self, movie_id: int, k: int) -> list[dict[str, Any]]:
         return records(recommend.similar_movies(self.movie_features, self.movie_embeddings, movie_id, k))
@@ -174,6 +180,7 @@ def load_snapshot(release: releases.Release) -> Snapshot:
             movie_embeddings=movie_embeddings,
             model=model,
             scalers=scalers,
+            visitors=recommend.Visitors(movie_features, scalers.target, model, scalers.user),
             served=served,
             user_spans={int(user_ids[first]): (int(first), int(end)) for first, end in zip(firsts, ends, strict=True)},
             served_movie_rows=served_movie_rows,

@@ -19,8 +19,11 @@ class Standardiser:
     scale: list[float]
 
     def transform(self, table: pd.DataFrame) -> np.ndarray:
-        values = table[self.columns].to_numpy(dtype="float64")
-        return ((values - np.asarray(self.mean)) / np.asarray(self.scale)).astype("float32")
+        return self.transform_values(table[self.columns].to_numpy(dtype="float64"))
+
+    def transform_values(self, values: np.ndarray) -> np.ndarray:
+        """`transform` of rows already holding `columns` in order."""
+        return ((np.asarray(values, dtype="float64") - np.asarray(self.mean)) / np.asarray(self.scale)).astype("float32")
 
 
 @dataclass(frozen=True)

@@ -239,12 +239,27 @@ def test_ranked_listing_orders_by_unclipped_score_skips_excluded_movies_and_brea
 
 
 def test_genre_profile_candidates_drop_disliked_genres_and_keep_only_loved_ones_when_given():
-    table = pd.DataFrame({"genre_Horror": [1.0, 0.0, 0.0, 1.0], "genre_Comedy": [0.0, 1.0, 0.0, 1.0], "genre_Drama": [0.0, 0.0, 1.0, 0.0]})
-    np.testing.assert_array_equal(recommend.genre_profile_candidates([("comedy", 5.0), ("Horror", 1.0)], table), [False, True, False, False])
+    table = pd.DataFrame(
+        {
+            "movieId": [1, 2, 3, 4],
+            "rating_count": [1, 1, 1, 1],
+            "genre_Horror": [1.0, 0.0, 0.0, 1.0],
+            "genre_Comedy": [0.0, 1.0, 0.0, 1.0],
+            "genre_Drama": [0.0, 0.0, 1.0, 0.0],
+        }
+    )
+    visitors = recommend.Visitors(table, STARS)
+    np.testing.assert_array_equal(visitors.candidates([("comedy", 5.0), ("Horror", 1.0)]), [False, True, False, False])
     # Nothing loved: every movie without a disliked genre, unmentioned genres included.
-    np.testing.assert_array_equal(recommend.genre_profile_candidates([("Horror", 2.0)], table), [False, True, True, False])
+    np.testing.assert_array_equal(visitors.candidates([("Horror", 2.0)]), [False, True, True, False])
     # A neutral rating neither admits nor excludes.
-    np.testing.assert_array_equal(recommend.genre_profile_candidates([("Drama", 3.5)], table), [True, True, True, True])
+    np.testing.assert_array_equal(visitors.candidates([("Drama", 3.5)]), [True, True, True, True])
+
+
+def test_a_visitor_who_liked_movies_gets_the_row_of_a_user_who_rated_them_top_marks(movie_features):
+    real = features.build_user_genre_averages([recommend.GENRE_PROFILE_USER], pd.DataFrame({"userId": 0, "movieId": [6, 838, 1], "rating": 5.0}), movie_features)
+    visitor = recommend.visitor_features([], [6, 838, 1], movie_features, STARS)
+    pd.testing.assert_frame_equal(visitor, real, check_exact=True)
 
 
 def test_served_listing_is_the_users_rows_in_rank_order_with_genres(movie_features):

@@ -3,10 +3,12 @@
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from recsys_pipeline import ranking, sequential
+from recsys_pipeline import features, ranking, recommend, sequential
 from recsys_pipeline.settings import RankingSettings
+from recsys_pipeline.standardisation import Standardiser, TargetScaler
 
 N_MOVIES, N_USERS, LENGTH = 30, 240, 10
 SETTINGS = RankingSettings(
@@ -116,6 +118,32 @@ def test_a_visitor_is_scored_by_the_same_encoder_and_never_shown_what_they_named
     assert visitor_top(model, named[::-1], k=1)[0] == 104
     # Unknown movies are skipped.
     assert visitor_top(model, [99_999, *named], k=1)[0] == 108
+
+
+def test_visitors_rank_only_allowed_movies_as_a_selection_over_every_movie_would(trained):
+    """recommend.Visitors ranks among the admitted movies only (fast); the answer is that of ranking
+    every movie with the others excluded, ties and movies the model does not know included."""
+    model = trained.model
+    rng = np.random.default_rng(0)
+    movie_ids = np.r_[model.movie_ids, 99_999]  # the last one is unknown to the model
+    table = pd.DataFrame({"movieId": movie_ids, "rating_count": rng.integers(0, 5, len(movie_ids))})
+    for genre in ("Action", "Drama", "Horror"):
+        table[features.GENRE_PREFIX + genre] = rng.integers(0, 2, len(movie_ids)).astype("float64")
+    stars = TargetScaler(minimum=0.5, maximum=5.0)
+    statistics = recommend.Visitors(table, stars).features([("Drama", 4.0)], [])
+    scaler = Standardiser("user", list(statistics), [0.0] * len(statistics), [1.0] * len(statistics))
+    visitors = recommend.Visitors(table, stars, model, scaler)
+    for genre_ratings, named, min_ratings in [([], [105, 106, 107], 0), ([("Drama", 4.5), ("Horror", 1.0)], [105], 2), ([("action", 3.5)], [], 4)]:
+        rows, scores = visitors.rank(8, genre_ratings, named, min_ratings)
+        every = ranking.visitor_scores(model, named, None, movie_ids)
+        excluded = (table["rating_count"].to_numpy() < min_ratings) | np.isin(movie_ids, named)
+        if genre_ratings:
+            excluded |= ~visitors.candidates(genre_ratings)
+        columns, best = ranking.top_movies(every[None], 8, excluded[None])
+        finite = np.isfinite(best[0])
+        np.testing.assert_array_equal(rows, columns[0][finite])
+        np.testing.assert_array_equal(scores, best[0][finite])
+    assert visitors.rank(8, [], [105], min_ratings=100)[0].size == 0
 
 
 def test_same_second_ratings_are_ordered_by_movie_id():

@@ -23,10 +23,11 @@ ASSET_FORMATS = {
 }
 RELEASES_DIR = "releases"
 # What a consumer (the `recsys` command, a serving system) reads: published together as one release.
+# Nothing per rating: a release grows with users and movies, not with the ratings (the served lists
+# already leave out what each user rated; the gate's validation fingerprint is in the manifest).
 RELEASED_ASSETS = (
     "movie_features",
     "user_genre_averages",
-    "rating_splits",
     "fitted_scalers",
     "accepted_model",
     "movie_embeddings",

@@ -157,5 +157,8 @@ def test_a_successful_retrain_publishes_a_new_release_and_keeps_the_old_one(synt
     assert run_graph(synthetic_movielens_dir, data_dir, ONE_EPOCH).success
     second = releases.current_id(folder)
     assert second != first
+    # What consumers read, nothing per rating (the splits would make every release as large as the data).
+    assert set(releases.load(folder, second).manifest["files"]) == {layout.file_name(asset) for asset in layout.RELEASED_ASSETS}
+    assert layout.file_name("rating_splits") not in releases.load(folder, second).manifest["files"]
     listed = json.loads(answers(data_dir, capsys)[-1].split("\n", 1)[1].rsplit("\n", 2)[0])
     assert [row["release_id"] for row in listed] == [first, second]

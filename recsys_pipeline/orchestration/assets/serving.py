@@ -20,8 +20,9 @@ RELEASED_METRICS = ("test_rmse", "test_mae")
 @dg.asset(
     group_name="serving",
     kinds={"json"},
-    code_version="2",
-    deps=list(layout.RELEASED_ASSETS),
+    code_version="3",
+    # rating_splits is read for the validation fingerprint the manifest records, not released.
+    deps=[*layout.RELEASED_ASSETS, "rating_splits"],
     automation_condition=ON_ACCEPTED_MODEL_UPDATE,
 )
 def release(context: dg.AssetExecutionContext, config: ReleaseConfig, release_store: ReleaseStore) -> dg.MaterializeResult:
@@ -31,7 +32,8 @@ def release(context: dg.AssetExecutionContext, config: ReleaseConfig, release_st
     so a failed, refused, gated or interrupted run leaves the current release as it was. The
     regression gate compares later candidates with this release's validation RMSE, the global
     mean's RMSE on the same validation ratings and their fingerprint, all recorded in the manifest
-    (from the released evaluation and splits, refused if those two disagree)."""
+    (from the evaluation and the splits in the artifacts folder, refused if those two disagree; the
+    splits themselves are not released)."""
     evaluation = pd.read_parquet(release_store.artifact_path("model_evaluation"))
     reference = workflow.validation_reference(pd.read_parquet(release_store.artifact_path("rating_splits")))
     global_mean_val_rmse = workflow.model_figure(evaluation, splits.VALIDATION, "rmse", workflow.GLOBAL_MEAN)

@@ -10,6 +10,7 @@ functions that train or embed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -230,7 +231,10 @@ def ranking_report(
     served = ranking.Ranker(ranker, known, user_features, movie_features, scalers)
     known_pairs, test_pairs = _pairs(known, user_features, movie_features), _pairs(labelled[labelled["split"] == splits.TEST], user_features, movie_features)
     popularity = evaluation.popularity_scores(np.bincount(known_pairs[1], minlength=len(movie_features)))
-    ease = ranking.ItemItem(*known_pairs, len(user_features), len(movie_features), EASE_L2).scorer()
+
+    def ease(user_rows: np.ndarray) -> np.ndarray:  # plain EASE, from the served term's Gram matrix
+        return served.item_item_scores(user_rows, math.inf, EASE_L2)
+
     scorers = {
         "test": served.score_rows,
         "towers": served.model_scores,
@@ -313,10 +317,10 @@ def train_ranking_model(
     trained = sequential.train_sequential(data, settings, validate, on_epoch_end, refit)
     # The towers are trained; on the same validation NDCG@10, the item-item term's ridge penalty (at a
     # reference half-life), then its half-life, then its weight in the blend.
-    choosers = {l2: ranking.Ranker(dataclasses.replace(trained.validated, item_item_l2=l2), train, user_features, movie_features, scalers) for l2 in ranking.ITEM_ITEM_L2S}
-    by_l2 = validation_ndcg({l2: (lambda rows, ranker=ranker: ranker.item_item_scores(rows, ranking.REFERENCE_HALF_LIFE)) for l2, ranker in choosers.items()})
+    chooser = ranking.Ranker(trained.validated, train, user_features, movie_features, scalers)
+    by_l2 = validation_ndcg({l2: (lambda rows, l2=l2: chooser.item_item_scores(rows, ranking.REFERENCE_HALF_LIFE, l2)) for l2 in ranking.ITEM_ITEM_L2S})
     l2 = max(by_l2, key=lambda penalty: float(np.mean(by_l2[penalty])))
-    chooser = choosers[l2]
+    chooser = chooser.using(dataclasses.replace(trained.validated, item_item_l2=l2))
     by_half_life = {h: float(np.mean(v)) for h, v in validation_ndcg(chooser.item_item_rows_by_half_life(ranking.HALF_LIVES)).items()}
     half_life = max(by_half_life, key=by_half_life.get)
     by_weight = validation_ndcg(chooser.score_rows_by_weight(ranking.ITEM_ITEM_WEIGHTS, half_life))
@@ -324,13 +328,20 @@ def train_ranking_model(
     return RankingCandidate(model, trained.history, by_half_life, {w: float(np.mean(v)) for w, v in by_weight.items()}, time.perf_counter() - started)
 
 
+# Users scored at once by `recommendations`: each users x movies float64 array of a batch (about
+# six are alive while it is scored and ranked) holds at most this many scores.
+SCORES_PER_BATCH = 20_000_000
+
+
 def recommendations(
-    ranker: SequentialModel, rated: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers, top_n: int, batch: int = 1024
+    ranker: SequentialModel, rated: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers, top_n: int
 ) -> pd.DataFrame:
     """Every user's `top_n` movies by `ranker`, never one they rated in `rated` (every split):
-    userId, rank (1 = best), movieId, title, score (unclipped). Each user is known by every rating in `rated`."""
+    userId, rank (1 = best), movieId, title, score (unclipped). Each user is known by every rating in
+    `rated`. Users are scored in blocks of SCORES_PER_BATCH scores, so memory does not grow with users."""
     import scipy.sparse as sp  # imported here: every Dagster step loads this module, few need scipy
 
+    batch = max(1, min(1024, SCORES_PER_BATCH // max(len(movie_features), 1)))
     score_rows = ranking.Ranker(ranker, rated, user_features, movie_features, scalers).score_rows
     user_ids = user_features["userId"].to_numpy()
     seen = _pairs(rated, user_features, movie_features)

@@ -57,6 +57,11 @@ def chronological_split(ratings: pd.DataFrame, fractions: tuple[float, float, fl
     order of the file, as the ranking model reads them) goes to test when i >= n·(train + validation),
     to validation when i >= n·train, else to train, so the model is measured on each user's future,
     never fitted on it.
+
+    A user needs 4 ratings for a validation rating and 7 for a test one (at 70/15/15). Where no user
+    has enough, so that a split would be empty, the timeline is cut instead: all ratings ordered by
+    (timestamp, userId, movieId), the earliest 70% train, the latest 15% test. Still no rating is
+    fitted on that is later than one measured on.
     """
     if min(fractions) <= 0 or not np.isclose(sum(fractions), 1.0):
         raise ValueError(f"split fractions must be positive and sum to 1, got {fractions}")
@@ -69,6 +74,11 @@ def chronological_split(ratings: pd.DataFrame, fractions: tuple[float, float, fl
     labels_in_order = np.where(position >= size * (fractions[0] + fractions[1]), 2, np.where(position >= size * fractions[0], 1, 0))
     labels = np.empty(len(ratings), dtype=np.int8)
     labels[order] = labels_in_order
+    if len(np.unique(labels)) < len(SPLITS):
+        timeline = np.lexsort((ratings["movieId"].to_numpy(), ratings["userId"].to_numpy(), ratings["timestamp"].to_numpy()))
+        place = np.empty(len(ratings), dtype="int64")
+        place[timeline] = np.arange(len(ratings))
+        labels = np.where(place >= len(ratings) * (fractions[0] + fractions[1]), 2, np.where(place >= len(ratings) * fractions[0], 1, 0)).astype(np.int8)
     return pd.Categorical.from_codes(labels, categories=list(SPLITS))
 
 
@@ -125,6 +135,12 @@ def partition_problems(
     if labelled.duplicated(["userId", "movieId"]).any():
         problems.append("a (userId, movieId) rating appears more than once")
     counts = labelled["split"].value_counts()
+    empty = [name for name in SPLITS if not counts.get(name, 0)]
+    if empty and len(labelled):
+        problems.append(
+            f"{' and '.join(empty)} hold{'s' if len(empty) == 1 else ''} no rating: {len(labelled)} ratings are too few to split "
+            f"{fractions[0]:.0%}/{fractions[1]:.0%}/{fractions[2]:.0%} (nothing to stop training on or to measure)"
+        )
     slack = rounding_slack(labelled, method)
     for name, fraction in zip(SPLITS, fractions, strict=True):
         count = int(counts.get(name, 0))

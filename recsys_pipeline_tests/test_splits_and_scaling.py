@@ -53,6 +53,27 @@ def test_partition_problems_detects_missing_rows_and_skewed_shares():
     assert any("validation holds 0.00%" in p for p in splits.partition_problems(skewed, 100, splits.DEFAULT_FRACTIONS))
 
 
+def test_the_chronological_split_cuts_the_timeline_when_no_user_has_enough_ratings_for_their_own_cut():
+    """Every user with 5 ratings: a per-user cut gives no test rating (a user needs 7), so the
+    timeline is cut instead; nothing trained on is later than anything measured on."""
+    ratings = pd.DataFrame({"userId": np.repeat(np.arange(50), 5), "movieId": np.tile(np.arange(5), 50), "rating": 3.0, "timestamp": np.arange(250)[::-1]})
+    labelled = splits.assign_splits(ratings, method=splits.CHRONOLOGICAL)
+    assert splits.partition_problems(labelled, len(ratings), splits.DEFAULT_FRACTIONS, splits.CHRONOLOGICAL) == []
+    by_split = labelled.groupby("split", observed=True)["timestamp"]
+    assert by_split.max()["train"] < by_split.min()["validation"] and by_split.max()["validation"] < by_split.min()["test"]
+    # With one user of 7 ratings every per-user split holds some, and each user is cut at their own time.
+    more = pd.concat([ratings, pd.DataFrame({"userId": 99, "movieId": np.arange(7), "rating": 4.0, "timestamp": np.arange(7)})], ignore_index=True)
+    labelled = splits.assign_splits(more, method=splits.CHRONOLOGICAL)
+    assert labelled.loc[labelled["userId"] < 50, "split"].ne("test").all()
+    assert labelled.loc[labelled["userId"] == 99, "split"].tolist().count("test") == 1
+
+
+def test_too_few_ratings_to_split_are_refused_in_one_line():
+    ratings = pd.DataFrame({"userId": [1, 1, 2, 2, 3], "movieId": [1, 2, 1, 3, 4], "rating": 3.0, "timestamp": [1, 2, 3, 4, 5]})
+    labelled = splits.assign_splits(ratings, method=splits.CHRONOLOGICAL)
+    assert "test holds no rating: 5 ratings are too few to split 70%/15%/15% (nothing to stop training on or to measure)" in splits.partition_problems(labelled, 5, splits.DEFAULT_FRACTIONS, splits.CHRONOLOGICAL)
+
+
 def test_weighted_standardiser_equals_standard_scaler_on_the_per_rating_matrix():
     table = pd.DataFrame({"id": [1, 2, 3], "x": [1.0, 2.0, 10.0], "constant": [4.0, 4.0, 4.0]})
     weights = np.array([3, 1, 2])

@@ -16,7 +16,7 @@ PARTITION_OF_RATINGS = "partition_of_ratings"
 @dg.asset(
     group_name="features",
     kinds={"pandas", "parquet"},
-    code_version="3",
+    code_version="4",
     automation_condition=ON_UPSTREAM_UPDATE,
     check_specs=[
         dg.AssetCheckSpec(

@@ -472,21 +472,19 @@ def train_sequential(
                 movie_vectors = tf.gather(towers.v["e_out"], candidates) + tf.matmul(content, towers.v["w_m"])
                 logits = tf.matmul(vectors, movie_vectors, transpose_b=True) + tf.gather(towers.v["movie_biases"] - log_q, candidates)
                 labels = tf.reshape(index, tf.shape(targets))
-                # History movies among the candidates: located by comparing ids.
-                masked_rows = None
+                # Each history movie's column among the candidates (a lookup over the catalogue), or past them when it is none.
+                n_candidates = tf.shape(candidates)[0]
+                column_of = tf.scatter_nd(candidates[:, None], tf.range(1, n_candidates + 1), [n_movies]) - 1
+                history_columns = tf.gather(column_of, tf.clip_by_value(history, 0, n_movies - 1))
+                masked_rows = tf.where(history_columns >= 0, history_columns, n_candidates)
             if settings.mask_history:
-                if masked_rows is not None:
-                    n_logits = tf.shape(logits)[1]
-                    valid = tf.range(settings.max_history)[None, :] < lengths[:, None]
-                    rows = tf.where(valid, history, n_logits)  # past the prefix: an extra column, dropped
-                    batch = tf.broadcast_to(tf.range(tf.shape(rows)[0])[:, None], tf.shape(rows))
-                    indices = tf.reshape(tf.stack([batch, rows], axis=-1), [-1, 2])
-                    hit = tf.scatter_nd(indices, tf.ones(tf.shape(indices)[:1]), tf.stack([tf.shape(rows)[0], n_logits + 1]))
-                    hit = tf.minimum(hit[:, :-1], 1.0)
-                else:
-                    valid = tf.range(settings.max_history)[None, :] < lengths[:, None]
-                    hit = tf.reduce_max(tf.cast((tf.where(valid, history, -1)[:, :, None] == candidates[None, None, :]), "float32"), axis=1)
-                logits = logits - 1e9 * hit
+                n_logits = tf.shape(logits)[1]
+                valid = tf.range(settings.max_history)[None, :] < lengths[:, None]
+                rows = tf.where(valid, masked_rows, n_logits)  # past the prefix: an extra column, dropped
+                batch = tf.broadcast_to(tf.range(tf.shape(rows)[0])[:, None], tf.shape(rows))
+                indices = tf.reshape(tf.stack([batch, rows], axis=-1), [-1, 2])
+                hit = tf.scatter_nd(indices, tf.ones(tf.shape(indices)[:1]), tf.stack([tf.shape(rows)[0], n_logits + 1]))
+                logits = logits - 1e9 * tf.minimum(hit[:, :-1], 1.0)
             log_probs = tf.nn.log_softmax(logits, axis=1)
             picked = tf.gather(log_probs, labels, batch_dims=1)
             loss = -tf.reduce_sum(picked * target_valid) / tf.maximum(tf.reduce_sum(target_valid), 1.0)

@@ -127,6 +127,11 @@ class RankingSettings:
     patience: int = _setting(2, "epochs without a better validation NDCG@10 before training stops", ge=1)
     prefixes_per_user: int = _setting(32, "history prefixes drawn per user and epoch, fresh each epoch; 0: every prefix", ge=0)
     recent: float = _setting(0.0, "above 0, prefixes are drawn more often toward the end of a user's ratings", ge=0)
+    validation_users: int = _setting(
+        20_000,
+        "users whose validation NDCG@10 stops training and chooses the item-item term: a fixed random sample when more have validation ratings (0: all)",
+        ge=0,
+    )
     refit_epochs: int = _setting(2, "epochs on training and validation ratings after early stopping, so movies first rated in validation are learned", ge=0)
     seed: int = field(default=DEFAULT_SEED, metadata={"ge": 0, "le": MAX_SEED})
 

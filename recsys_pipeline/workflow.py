@@ -305,11 +305,19 @@ def train_ranking_model(
 
     def validation_ndcg(scorers: dict) -> dict[object, np.ndarray]:
         """Per-user validation NDCG@10 of each scorer (candidates: movies not rated in training)."""
-        figures = evaluation.per_user_ranking_metrics(scorers, train_pairs, held, len(movie_features))
+        figures = evaluation.per_user_ranking_metrics(scorers, train_pairs, held, len(movie_features), max_users=settings.validation_users or len(user_features))
         return {key: values[f"ndcg_at_{evaluation.RANKING_CUTOFF}"] for key, values in figures.items()}
 
+    # The users' training sequences are prepared once: every epoch's model and the item-item choices reuse them.
+    prepared: list[ranking.Ranker] = []
+
+    def ranker_of(model: SequentialModel) -> ranking.Ranker:
+        if not prepared:
+            prepared.append(ranking.Ranker(model, train, user_features, movie_features, scalers))
+        return prepared[0].using(model)
+
     def validate(model: SequentialModel) -> float:
-        towers = ranking.Ranker(model, train, user_features, movie_features, scalers, item_item_weight=0.0)
+        towers = ranker_of(dataclasses.replace(model, item_item_weight=0.0))
         return float(np.mean(validation_ndcg({None: towers.score_rows})[None]))
 
     started = time.perf_counter()
@@ -317,7 +325,7 @@ def train_ranking_model(
     trained = sequential.train_sequential(data, settings, validate, on_epoch_end, refit)
     # The towers are trained; on the same validation NDCG@10, the item-item term's ridge penalty (at a
     # reference half-life), then its half-life, then its weight in the blend.
-    chooser = ranking.Ranker(trained.validated, train, user_features, movie_features, scalers)
+    chooser = ranker_of(trained.validated)
     by_l2 = validation_ndcg({l2: (lambda rows, l2=l2: chooser.item_item_scores(rows, ranking.REFERENCE_HALF_LIFE, l2)) for l2 in ranking.ITEM_ITEM_L2S})
     l2 = max(by_l2, key=lambda penalty: float(np.mean(by_l2[penalty])))
     chooser = chooser.using(dataclasses.replace(trained.validated, item_item_l2=l2))

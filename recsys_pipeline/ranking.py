@@ -84,6 +84,13 @@ class Ranker:
             self._item_item_rows[half_life, l2] = self._item_item.scorer(recency_weights(self._ages, half_life), l2)
         return self._item_item_rows[half_life, l2](user_rows)
 
+    def forget_penalties_except(self, l2: float) -> None:
+        """Free what the item-item term holds for every ridge penalty but `l2` (after choosing it)."""
+        if self._item_item is not None:
+            self._item_item.forget_penalties_except(l2)
+        for key in [key for key in self._item_item_rows if key[1] != l2]:
+            del self._item_item_rows[key]
+
     def using(self, model: SequentialModel) -> Ranker:
         """The same users and ratings ranked by `model` (its item-item half-life, penalty and weight),
         sharing what was prepared: the sequences and the item-item term's Gram matrix and solutions."""
@@ -152,8 +159,26 @@ class ItemItem:
         else:
             counts = np.asarray(rated.sum(axis=0)).ravel()
             self._kept = np.sort(np.argsort(-counts, kind="stable")[: min(ITEM_ITEM_MAX_MOVIES, n_movies)])
-            kept_rated = rated[:, self._kept].tocsc().tocsr()
+            # The (user, kept movie) cells in CSR order, and each fitted pair's cell: every scorer reuses
+            # this structure with its own weights (a movie rated twice by a user adds up in its cell).
+            kept_column = np.full(n_movies, -1, dtype="int64")
+            kept_column[self._kept] = np.arange(len(self._kept))
+            columns = kept_column[self._pairs[1]]
+            self._in_kept = columns >= 0
+            cells, self._cell_of_pair = np.unique(self._pairs[0][self._in_kept].astype("int64") * len(self._kept) + columns[self._in_kept], return_inverse=True)
+            self._kept_indices = (cells % len(self._kept)).astype("int32")
+            self._kept_indptr = np.searchsorted(cells // len(self._kept), np.arange(n_users + 1)).astype("int64")
+            kept_rated = self._kept_scoring(np.ones(len(cells), dtype="float32"))
             self._gram = (kept_rated.T @ kept_rated).toarray()  # movies x movies co-rating counts, exact in float32
+
+    def _kept_scoring(self, cell_values: np.ndarray):
+        import scipy.sparse as sp
+
+        return sp.csr_matrix((cell_values, self._kept_indices, self._kept_indptr), shape=(self._shape[0], len(self._kept)))
+
+    def forget_penalties_except(self, l2: float) -> None:
+        """Free the solutions of every ridge penalty but `l2` (each is movies x movies)."""
+        self._solved = {penalty: solution for penalty, solution in self._solved.items() if penalty == l2}
 
     def _solution(self, l2: float) -> tuple[np.ndarray, ...]:
         if l2 not in self._solved:
@@ -171,15 +196,15 @@ class ItemItem:
 
         l2 = self.l2 if l2 is None else l2
         weights = np.ones(len(self._pairs[0])) if input_weights is None else np.asarray(input_weights, dtype="float64")
-        scoring = sp.csr_matrix((weights, self._pairs), shape=self._shape)
         if self._dense:
+            scoring = sp.csr_matrix((weights, self._pairs), shape=self._shape)
             spread, diagonal = self._solution(l2)
             # Z·B = Z - Z·P / diag(P), P = (X'X + l2 I)^-1 = (I - X'(l2 I + XX')^-1 X) / l2.
             scored = scoring.toarray()
             scores = scored - (scored - (scored @ self._rated.T) @ spread) / l2 / diagonal
             return lambda user_rows: scores[user_rows]
         (movie_weights,) = self._solution(l2)
-        kept_scoring = scoring[:, self._kept].astype("float32").tocsc().tocsr()
+        kept_scoring = self._kept_scoring(np.bincount(self._cell_of_pair, weights=weights[self._in_kept], minlength=len(self._kept_indices)).astype("float32"))
 
         def score_rows(user_rows: np.ndarray) -> np.ndarray:
             scores = np.zeros((len(user_rows), self._shape[1]))

@@ -328,6 +328,7 @@ def train_ranking_model(
     chooser = ranker_of(trained.validated)
     by_l2 = validation_ndcg({l2: (lambda rows, l2=l2: chooser.item_item_scores(rows, ranking.REFERENCE_HALF_LIFE, l2)) for l2 in ranking.ITEM_ITEM_L2S})
     l2 = max(by_l2, key=lambda penalty: float(np.mean(by_l2[penalty])))
+    chooser.forget_penalties_except(l2)
     chooser = chooser.using(dataclasses.replace(trained.validated, item_item_l2=l2))
     by_half_life = {h: float(np.mean(v)) for h, v in validation_ndcg(chooser.item_item_rows_by_half_life(ranking.HALF_LIVES)).items()}
     half_life = max(by_half_life, key=by_half_life.get)

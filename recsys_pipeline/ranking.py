@@ -40,6 +40,7 @@ REFERENCE_HALF_LIFE = 5.0
 # rated movies (at most ITEM_ITEM_MAX_MOVIES, a movies x movies matrix) and applied user batch by batch.
 DENSE_SCORES_LIMIT = 50_000_000
 ITEM_ITEM_MAX_MOVIES = 12_000
+GRAM_BLOCK_RATINGS = 4_000_000
 
 
 class Ranker:
@@ -169,7 +170,13 @@ class ItemItem:
             self._kept_indices = (cells % len(self._kept)).astype("int32")
             self._kept_indptr = np.searchsorted(cells // len(self._kept), np.arange(n_users + 1)).astype("int64")
             kept_rated = self._kept_scoring(np.ones(len(cells), dtype="float32"))
-            self._gram = (kept_rated.T @ kept_rated).toarray()  # movies x movies co-rating counts, exact in float32
+            # Movies x movies co-rating counts (exact in float32), added up over blocks of users holding
+            # GRAM_BLOCK_RATINGS ratings: a sparse product of all of them at once peaks at several times the result.
+            self._gram = np.zeros((len(self._kept), len(self._kept)), dtype="float32")
+            bounds = np.unique(np.r_[np.searchsorted(self._kept_indptr, np.arange(0, len(cells), GRAM_BLOCK_RATINGS)), n_users])
+            for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+                block = kept_rated[start:stop]
+                self._gram += (block.T @ block).toarray()
 
     def _kept_scoring(self, cell_values: np.ndarray):
         import scipy.sparse as sp

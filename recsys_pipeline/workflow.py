@@ -184,21 +184,7 @@ def evaluate(
     """Validation and test error of `model` in stars (and MSE on the [-1, 1] scale) beside a global-mean
     and a user+item bias baseline fitted on the same training rows, and test ranking quality of
     `ranker` (the served order) beside its ablations and peers (`ranking_report`)."""
-    from recsys_pipeline import two_tower
-
-    inputs = scaled_inputs(user_features, movie_features, scalers)
-    train = splits.training_rows(labelled)
-    scorer = two_tower.scorer(model, inputs)
-    held_out = labelled[labelled["split"] != splits.TRAIN]
-    table = evaluation.error_table(
-        held_out,
-        {
-            TWO_TOWER: evaluation.clip_stars(scorer.predict(rating_rows(held_out, inputs))),
-            GLOBAL_MEAN: np.full(len(held_out), train["rating"].mean()),
-            USER_ITEM_BIAS: evaluation.clip_stars(evaluation.fit_bias_baseline(train).predict(held_out)),
-        },
-        scalers.target.to_unit,
-    )
+    table = _error_table(model, labelled, user_features, movie_features, scalers)
     metrics = {
         "test_rmse": model_figure(table, splits.TEST, "rmse"),
         "test_mae": model_figure(table, splits.TEST, "mae"),
@@ -209,6 +195,26 @@ def evaluate(
         **ranking_report(ranker, labelled, user_features, movie_features, scalers),
     }
     return Evaluation(table, metrics)
+
+
+def _error_table(model, labelled: pd.DataFrame, user_features: pd.DataFrame, movie_features: pd.DataFrame, scalers: FittedScalers) -> pd.DataFrame:
+    """`evaluate`'s error table; its own function so that its rows and predictions are freed before
+    the ranking is measured (at 25M's shape they are gigabytes)."""
+    from recsys_pipeline import two_tower
+
+    inputs = scaled_inputs(user_features, movie_features, scalers)
+    train = splits.training_rows(labelled)
+    scorer = two_tower.scorer(model, inputs)
+    held_out = labelled[labelled["split"] != splits.TRAIN]
+    return evaluation.error_table(
+        held_out,
+        {
+            TWO_TOWER: evaluation.clip_stars(scorer.predict(rating_rows(held_out, inputs))),
+            GLOBAL_MEAN: np.full(len(held_out), train["rating"].mean()),
+            USER_ITEM_BIAS: evaluation.clip_stars(evaluation.fit_bias_baseline(train).predict(held_out)),
+        },
+        scalers.target.to_unit,
+    )
 
 
 def model_figure(table: pd.DataFrame, split: str, metric: str, model: str = TWO_TOWER) -> float:
@@ -230,6 +236,7 @@ def ranking_report(
     known = labelled[labelled["split"] != splits.TEST]
     served = ranking.Ranker(ranker, known, user_features, movie_features, scalers)
     known_pairs, test_pairs = _pairs(known, user_features, movie_features), _pairs(labelled[labelled["split"] == splits.TEST], user_features, movie_features)
+    del known  # the ranker and the pairs hold what is needed
     popularity = evaluation.popularity_scores(np.bincount(known_pairs[1], minlength=len(movie_features)))
 
     def ease(user_rows: np.ndarray) -> np.ndarray:  # plain EASE, from the served term's Gram matrix

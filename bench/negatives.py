@@ -1,14 +1,14 @@
 """What the 25M-shaped run's ranking settings cost on ml-latest-small: the time-aware ranking model
 trained with a softmax over the whole catalogue (the default) against the batch's target movies with
-the log-Q correction (`negatives: in_batch`), and against the scale run config's whole recipe (in-batch
-negatives, 4 prefixes a user, at most 2 epochs, 1 refit epoch, batches of 1024), each over seeds.
+the log-Q correction (`negatives: in_batch`), and against the scale run config's whole recipe (the
+`ranking_model` config of bench/scale_run_config.yaml), each over seeds.
 
 The pipeline's own protocol: the chronological split (each user's latest 15% is test, the 15% before
 validation), features and scalers from training ratings, `workflow.train_ranking_model` then
 `workflow.ranking_report` (test P@10 / NDCG@10 of the served blend and of the towers alone, users
 known by training and validation ratings), EASE measured on the same users.
 
-Usage: PYTHONPATH=. python -m bench.negatives [--seeds 47005 1 2] [--data DIR] [--json out.json]
+Usage: PYTHONPATH=. python -m bench.negatives [--seeds 47005 1 2] [--data DIR] [--json out.json] [--recipes NAME ...]
 """
 
 from __future__ import annotations
@@ -23,22 +23,18 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+import yaml
 
 from bench.common import ML_LATEST_SMALL
 from recsys_pipeline import splits, workflow
 from recsys_pipeline.settings import RankingSettings
 
+SCALE_CONFIG = Path(__file__).with_name("scale_run_config.yaml")
 RECIPES = {
     "softmax over every movie (default)": {},
     "in-batch negatives with log-Q": {"negatives": "in_batch"},
-    "the 25M run's recipe (in-batch, 4 prefixes, 2 epochs, 1 refit, batch 1024)": {
-        "negatives": "in_batch",
-        "epochs": 2,
-        "prefixes_per_user": 4,
-        "batch_size": 1024,
-        "patience": 1,
-        "refit_epochs": 1,
-    },
+    # Read from the 25M-shaped run's config, so the two cannot drift apart.
+    "the 25M run's recipe (bench/scale_run_config.yaml)": yaml.safe_load(SCALE_CONFIG.read_text())["ops"]["ranking_model"]["config"],
 }
 FIGURES = ("test_precision_at_10", "test_ndcg_at_10", "towers_ndcg_at_10", "baseline_ease_ndcg_at_10")
 
@@ -48,12 +44,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ML_LATEST_SMALL)
     parser.add_argument("--seeds", type=int, nargs="+", default=[47005, 1, 2])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES), help="which recipes (all by default)")
     args = parser.parse_args()
     ingested = workflow.ingest(args.data)
     rows = []
     for seed in args.seeds:
         feature_set = workflow.build_features(ingested, seed, splits.CHRONOLOGICAL)
-        for name, overrides in RECIPES.items():
+        for name in args.recipes:
+            overrides = RECIPES[name]
             settings = dataclasses.replace(RankingSettings(seed=seed), **overrides)
             started = time.perf_counter()
             candidate = workflow.train_ranking_model(feature_set.labelled, feature_set.user_features, feature_set.movie_features, feature_set.scalers, settings)
@@ -62,7 +60,7 @@ def main() -> None:
             rows.append({"recipe": name, "seed": seed, "seconds": seconds, **{figure: report[figure] for figure in FIGURES}})
             print(f"seed {seed} | {name} | {seconds:.1f} s | " + " ".join(f"{figure} {report[figure]:.4f}" for figure in FIGURES), flush=True)
     print("\n| recipe | training s | served P@10 | served NDCG@10 | towers NDCG@10 | EASE NDCG@10 |\n|---|---:|---:|---:|---:|---:|")
-    for name in RECIPES:
+    for name in args.recipes:
         mine = [row for row in rows if row["recipe"] == name]
 
         def cell(key: str, digits: int = 4) -> str:

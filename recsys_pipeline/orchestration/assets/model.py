@@ -153,7 +153,7 @@ def movie_embeddings(accepted_model, movie_features: pd.DataFrame, fitted_scaler
     group_name="model",
     kinds={"numpy", "tensorflow"},
     io_manager_key=io_manager_key("ranking_model"),
-    code_version="3",
+    code_version="4",
     # It reads no rating model, but a retrain whose rating model fails the regression gate must not
     # change what is served either: it runs after accepted_model, like everything it publishes with.
     deps=["accepted_model"],
@@ -172,8 +172,8 @@ def ranking_model(
     """What a person watches next: a time-aware two-tower (recsys_pipeline.sequential) whose user
     tower reads each user's latest rated movies in order, with their recency, beside the seed's
     per-genre averages, and whose movie tower reads the seed's movie features and an ID embedding.
-    Trained on the training ratings to predict each user's next movies (softmax over the whole
-    catalogue), stopped early on validation NDCG@10 and refitted on training and validation
+    Trained on the training ratings to predict each user's next movies (softmax over each
+    batch's target movies, log-Q corrected), stopped early on validation NDCG@10 and refitted on training and validation
     ratings; then the half-life and the weight of the item-item term blended into the served score
     (EASE fed a recency-weighted history) are chosen on validation NDCG@10 too. Exported as numpy
     arrays: serving never imports TensorFlow. model_evaluation measures it; user_recommendations

@@ -163,11 +163,12 @@ def run_split(ingested: workflow.Ingested, seed: int, method: str, variants: lis
 
     ranker = workflow.train_ranking_model(labelled, user_table, movie_table, scalers, RankingSettings(seed=seed))
     report = workflow.ranking_report(ranker.model, labelled, user_table, movie_table, scalers)
-    half_life, weight = ranker.model.item_item_half_life, ranker.model.item_item_weight
+    half_life, weight, transition_weight = ranker.model.item_item_half_life, ranker.model.item_item_weight, ranker.model.transition_weight
     named = {
-        "test": f"served: time-aware towers + item-item (weight {weight:g}, half-life {half_life:g})",
+        "test": f"served: time-aware towers + item-item (weight {weight:g}, half-life {half_life:g}, transition weight {transition_weight:g})",
         "towers": "time-aware towers alone (ablation)",
-        "item_item": f"item-item alone: EASE lambda {ranker.model.item_item_l2:g}, recency-weighted, half-life {half_life:g} chosen on validation (ablation)",
+        "item_item": f"item-item alone: EASE lambda {ranker.model.item_item_l2:g}, recency-weighted, half-life {half_life:g}, + {transition_weight:g} x transitions, chosen on validation (ablation)",
+        "transitions": "what people rated next alone: the transition term, SLIT (ablation)",
         "baseline_ease": f"EASE (lambda {workflow.EASE_L2:g})",
         "baseline_popularity": "most popular",
     }

@@ -5,11 +5,14 @@ the user known by their rated movies in order) blended with an item-item term, E
 the user's ratings weighted by recency:
 
     served(user, movie) = standardised towers(user, .) + item_item_weight · standardised item_item(user, .)
-    item_item(user, .)  = (0.5 ^ (age rank / half-life) of each movie the user rated) · B
+    item_item(user, .)  = standardised ease(user, .) + transition_weight · standardised next(user, .)
+    ease(user, .)       = (0.5 ^ (age rank / half-life) of each movie the user rated) · B
+    next(user, .)       = (0.5 ^ (age rank / TRANSITION_HALF_LIFE) of the user's latest movies) · T
 
 each standardised per user over the catalogue; B are EASE's movie-to-movie weights fitted on who
-rated what, age rank 0 is the user's latest rating, and the half-life and the weight are chosen on
-validation NDCG@10 (`workflow.train_ranking_model`). `Ranker` computes it for users known by a
+rated what, T the transition weights fitted on what each user rated next (`Transitions`), age rank 0
+is the user's latest rating, and the ridge penalty, the half-life and both weights are chosen on
+validation NDCG@10 (`workflow.train_ranking_model`); a transition weight of 0 leaves EASE alone. `Ranker` computes it for users known by a
 table of ratings; `model_evaluation`, the `user_recommendations` asset, the `recsys` command, the
 HTTP service and the benchmarks all order movies with `top_movies` on its scores, so the figure in
 the UI is the figure of the list a person gets. A visitor known only by genre ratings or a handful of
@@ -41,6 +44,21 @@ REFERENCE_HALF_LIFE = 5.0
 DENSE_SCORES_LIMIT = 50_000_000
 ITEM_ITEM_MAX_MOVIES = 12_000
 GRAM_BLOCK_RATINGS = 4_000_000
+# The transition term (`Transitions`): each position of a user's ratings in order reads the
+# TRANSITION_WINDOW ratings up to it and predicts the TRANSITION_TARGETS after it, both weighted
+# 0.5 ^ (distance / TRANSITION_HALF_LIFE), over the TRANSITION_MAX_MOVIES most rated movies. On
+# ml-latest-small's validation these were insensitive (window 20 or 50, half-life 5 to 10, penalty
+# 100 or 300, 2,000 to 7,000 movies within 0.002 NDCG@10), so they are fixed; its weight is chosen.
+TRANSITION_WINDOW = 20
+TRANSITION_TARGETS = 10
+TRANSITION_HALF_LIFE = 5.0
+TRANSITION_L2 = 100.0
+TRANSITION_MAX_MOVIES = 2_000
+TRANSITION_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
+# Positions whose sources and targets are built at once (each reads TRANSITION_WINDOW + TRANSITION_TARGETS cells),
+# and the most positions fitted: above it every k-th position (a regression on an even sample of its rows).
+TRANSITION_BLOCK_POSITIONS = 1_000_000
+TRANSITION_MAX_POSITIONS = 5_000_000
 
 
 class Ranker:
@@ -64,6 +82,7 @@ class Ranker:
         self._n_movies = len(movie_ids)
         self._item_item = None
         self._item_item_rows = {}
+        self._transitions = None
 
     @property
     def sequences(self) -> Sequences:
@@ -74,8 +93,16 @@ class Ranker:
         """Users x movies scores of the time-aware towers alone."""
         return self.model.scores(self.model.user_vectors(self._sequences, user_rows, self._user_content))[:, self._columns]
 
-    def item_item_scores(self, user_rows: np.ndarray, half_life: float | None = None, l2: float | None = None) -> np.ndarray:
-        """Users x movies scores of the item-item term alone (its Gram matrix built once, on first use),
+    def item_item_scores(self, user_rows: np.ndarray) -> np.ndarray:
+        """Users x movies scores of the item-item term alone: recency-weighted EASE plus the model's
+        transition weight times the transition term, each standardised (EASE alone at weight 0)."""
+        ease = self.ease_scores(user_rows)
+        if self.model.transition_weight == 0:
+            return ease
+        return _weighted_sum(standardised(ease), standardised(self.transition_scores(user_rows)), self.model.transition_weight)
+
+    def ease_scores(self, user_rows: np.ndarray, half_life: float | None = None, l2: float | None = None) -> np.ndarray:
+        """Users x movies scores of recency-weighted EASE (its Gram matrix built once, on first use),
         with the model's half-life and ridge penalty or `half_life` and `l2`."""
         half_life = self.model.item_item_half_life if half_life is None else half_life
         l2 = self.model.item_item_l2 if l2 is None else l2
@@ -84,6 +111,12 @@ class Ranker:
         if (half_life, l2) not in self._item_item_rows:
             self._item_item_rows[half_life, l2] = self._item_item.scorer(recency_weights(self._ages, half_life), l2)
         return self._item_item_rows[half_life, l2](user_rows)
+
+    def transition_scores(self, user_rows: np.ndarray) -> np.ndarray:
+        """Users x movies scores of the transition term alone (fitted once, on first use)."""
+        if self._transitions is None:
+            self._transitions = Transitions(self._known_users, self._known_movies, self._ages, len(self._user_content), self._n_movies)
+        return self._transitions.scores(user_rows)
 
     def forget_penalties_except(self, l2: float) -> None:
         """Free what the item-item term holds for every ridge penalty but `l2` (after choosing it)."""
@@ -105,13 +138,17 @@ class Ranker:
             return blend(self.model_scores(user_rows), None, 0.0)
         return blend(self.model_scores(user_rows), self.item_item_scores(user_rows), self.item_item_weight)
 
-    def item_item_rows_by_half_life(self, half_lives) -> dict[float, object]:
-        """`score_rows` of the item-item term alone at each half-life (for choosing it)."""
-        return {half_life: (lambda user_rows, h=half_life: self.item_item_scores(user_rows, h)) for half_life in half_lives}
+    def ease_rows_by_half_life(self, half_lives) -> dict[float, object]:
+        """`score_rows` of recency-weighted EASE alone at each half-life (for choosing it)."""
+        return {half_life: (lambda user_rows, h=half_life: self.ease_scores(user_rows, h)) for half_life in half_lives}
 
-    def score_rows_by_weight(self, weights, half_life: float | None = None) -> dict[float, object]:
+    def item_item_rows_by_transition_weight(self, weights) -> dict[float, object]:
+        """`score_rows` of the item-item term at each transition weight, sharing each user batch's two scores."""
+        return blends_by_weight(self.ease_scores, self.transition_scores, weights)
+
+    def score_rows_by_weight(self, weights) -> dict[float, object]:
         """`score_rows` at each item-item weight, sharing each user batch's two scores (for choosing the weight)."""
-        return blends_by_weight(self.model_scores, lambda user_rows: self.item_item_scores(user_rows, half_life), weights)
+        return blends_by_weight(self.model_scores, self.item_item_scores, weights)
 
 
 def visitor_scores(model: SequentialModel, liked_movie_ids, scaled_visitor: np.ndarray | None, movie_ids: np.ndarray) -> np.ndarray:
@@ -207,8 +244,8 @@ class ItemItem:
             scoring = sp.csr_matrix((weights, self._pairs), shape=self._shape)
             spread, diagonal = self._solution(l2)
             # Z·B = Z - Z·P / diag(P), P = (X'X + l2 I)^-1 = (I - X'(l2 I + XX')^-1 X) / l2.
-            scored = scoring.toarray()
-            scores = scored - (scored - (scored @ self._rated.T) @ spread) / l2 / diagonal
+            scores = scoring.toarray()
+            scores -= (scores - (scoring @ self._rated.T) @ spread) / l2 / diagonal
             return lambda user_rows: scores[user_rows]
         (movie_weights,) = self._solution(l2)
         kept_scoring = self._kept_scoring(np.bincount(self._cell_of_pair, weights=weights[self._in_kept], minlength=len(self._kept_indices)).astype("float32"))
@@ -219,6 +256,78 @@ class ItemItem:
             return scores
 
         return score_rows
+
+
+class Transitions:
+    """What people rated next: SLIT, the transition half of SLIST (Choi et al., WWW 2021,
+    "Session-aware Linear Item-Item Models"). Every position of every user's ratings in order (by
+    timestamp, then movieId: `age_ranks`) is one row of a ridge regression whose input is the
+    TRANSITION_WINDOW ratings up to it and whose output is the TRANSITION_TARGETS after it, each
+    weighted 0.5 ^ (distance / TRANSITION_HALF_LIFE):
+
+        T = (S'S + TRANSITION_L2 I)^-1 S'N     (S: inputs, N: outputs, positions x movies)
+
+    over the TRANSITION_MAX_MOVIES most rated movies (the others score 0), from at most
+    TRANSITION_MAX_POSITIONS positions. A user is scored from their latest TRANSITION_WINDOW ratings
+    weighted as an input row is, so the latest counts most. S'S and S'N are added up over blocks of
+    TRANSITION_BLOCK_POSITIONS positions, so memory holds a block, not every position's window."""
+
+    def __init__(self, rated_users: np.ndarray, rated_movies: np.ndarray, ages: np.ndarray, n_users: int, n_movies: int):
+        import scipy.sparse as sp
+        from scipy.linalg import lapack
+
+        rated_users, rated_movies, ages = (np.asarray(values) for values in (rated_users, rated_movies, ages))
+        counts = np.bincount(rated_movies, minlength=n_movies)
+        self._kept = np.sort(np.argsort(-counts, kind="stable")[: min(TRANSITION_MAX_MOVIES, n_movies)])
+        kept_column = np.full(n_movies, -1, dtype="int64")
+        kept_column[self._kept] = np.arange(len(self._kept))
+        self._shape = (n_users, n_movies)
+        # Each user's ratings oldest first; a position reads the same user's neighbours only.
+        order = np.lexsort((-ages, rated_users))
+        users, columns = rated_users[order], kept_column[rated_movies[order]]
+        first = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
+        lengths = np.diff(np.r_[first, len(users)])
+        user_start, user_stop = np.repeat(first, lengths), np.repeat(np.r_[first[1:], len(users)], lengths)
+        decay = 0.5 ** (np.arange(max(TRANSITION_WINDOW, TRANSITION_TARGETS)) / TRANSITION_HALF_LIFE)
+        fitted = np.flatnonzero(np.arange(len(users)) + 1 < user_stop)  # a user's latest rating has no next one
+        fitted = fitted[:: max(1, -(-len(fitted) // TRANSITION_MAX_POSITIONS))]
+        inputs = np.zeros((len(self._kept),) * 2)
+        outputs = np.zeros((len(self._kept),) * 2)
+        for start in range(0, len(fitted), TRANSITION_BLOCK_POSITIONS):
+            positions = fitted[start : start + TRANSITION_BLOCK_POSITIONS]
+
+            def cells(offsets: np.ndarray, weights: np.ndarray):
+                """(positions x kept movies) with each position's neighbour at each offset, weighted."""
+                rows, cols, values = [], [], []
+                for offset, weight in zip(offsets, weights, strict=True):
+                    neighbour = positions + offset
+                    valid = (neighbour >= user_start[positions]) & (neighbour < user_stop[positions])
+                    valid[valid] = columns[neighbour[valid]] >= 0
+                    rows.append(np.flatnonzero(valid))
+                    cols.append(columns[neighbour[valid]])
+                    values.append(np.full(len(rows[-1]), weight))
+                return sp.csr_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(len(positions), len(self._kept)))
+
+            source = cells(-np.arange(TRANSITION_WINDOW), decay[:TRANSITION_WINDOW])
+            following = cells(np.arange(1, TRANSITION_TARGETS + 1), decay[:TRANSITION_TARGETS])
+            inputs += (source.T @ source).toarray()
+            outputs += (source.T @ following).toarray()
+        inputs[np.diag_indices_from(inputs)] += TRANSITION_L2
+        factor, info = lapack.dpotrf(inputs, lower=True, overwrite_a=True)
+        if info == 0:
+            self._weights, info = lapack.dpotrs(factor, outputs, lower=True, overwrite_b=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"the transition term's input Gram matrix plus {TRANSITION_L2} I is not positive definite (LAPACK info {info})")
+        # The user's input row: the latest TRANSITION_WINDOW ratings, weighted as a position's source.
+        recent = (ages < TRANSITION_WINDOW) & (kept_column[rated_movies] >= 0)
+        self._user_inputs = sp.csr_matrix(
+            (decay[ages[recent]], (rated_users[recent], kept_column[rated_movies[recent]])), shape=(n_users, len(self._kept))
+        )
+
+    def scores(self, user_rows: np.ndarray) -> np.ndarray:
+        scores = np.zeros((len(user_rows), self._shape[1]))
+        scores[:, self._kept] = self._user_inputs[user_rows] @ self._weights
+        return scores
 
 
 def _ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:

@@ -128,10 +128,12 @@ class SequentialModel:
     user_bias: np.ndarray  # [d]
     encoder: str
     encoder_arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    # Served score = standardised towers + item_item_weight × standardised recency-weighted EASE.
+    # Served score = standardised towers + item_item_weight × standardised item-item term, the term being
+    # recency-weighted EASE plus transition_weight × what people rated next (recsys_pipeline.ranking).
     item_item_weight: float = 0.0
     item_item_half_life: float = math.inf
     item_item_l2: float = 100.0
+    transition_weight: float = 0.0
 
     @property
     def max_history(self) -> int:
@@ -152,6 +154,7 @@ class SequentialModel:
             "item_item_weight": np.asarray(self.item_item_weight),
             "item_item_half_life": np.asarray(self.item_item_half_life),
             "item_item_l2": np.asarray(self.item_item_l2),
+            "transition_weight": np.asarray(self.transition_weight),
         }
         named.update({ENCODER_PREFIX + name: value for name, value in self.encoder_arrays.items()})
         return named
@@ -173,6 +176,8 @@ class SequentialModel:
             item_item_weight=float(arrays["item_item_weight"]),
             item_item_half_life=float(arrays["item_item_half_life"]),
             item_item_l2=float(arrays["item_item_l2"]),
+            # Models exported before the transition term had none.
+            transition_weight=float(arrays["transition_weight"]) if "transition_weight" in arrays else 0.0,
         )
 
     def save(self, path: Path) -> None:

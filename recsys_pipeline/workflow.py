@@ -231,8 +231,8 @@ def ranking_report(
     """Top-10 precision and NDCG, recall@20 and coverage on test of the served ranking (`test_*`),
     each user known by every rating before test (training and validation), as serving knows them;
     candidates: movies rated in neither; relevant: rated in test. Beside it, measured on the same
-    users and candidates: the towers alone and the item-item term alone (`towers_*`,
-    `item_item_*`, ablations), EASE (`baseline_ease_*`) and most popular (`baseline_popularity_*`)."""
+    users and candidates: the towers alone, the item-item term alone and its transition term alone
+    (`towers_*`, `item_item_*`, `transitions_*`, ablations), EASE (`baseline_ease_*`) and most popular (`baseline_popularity_*`)."""
     known = labelled[labelled["split"] != splits.TEST]
     served = ranking.Ranker(ranker, known, user_features, movie_features, scalers)
     known_pairs, test_pairs = _pairs(known, user_features, movie_features), _pairs(labelled[labelled["split"] == splits.TEST], user_features, movie_features)
@@ -240,12 +240,13 @@ def ranking_report(
     popularity = evaluation.popularity_scores(np.bincount(known_pairs[1], minlength=len(movie_features)))
 
     def ease(user_rows: np.ndarray) -> np.ndarray:  # plain EASE, from the served term's Gram matrix
-        return served.item_item_scores(user_rows, math.inf, EASE_L2)
+        return served.ease_scores(user_rows, math.inf, EASE_L2)
 
     scorers = {
         "test": served.score_rows,
         "towers": served.model_scores,
         "item_item": served.item_item_scores,
+        "transitions": served.transition_scores,
         "baseline_ease": ease,
         "baseline_popularity": lambda user_rows: np.broadcast_to(popularity, (len(user_rows), len(popularity))),
     }
@@ -268,12 +269,13 @@ EASE_L2 = 100.0
 
 @dataclass(frozen=True)
 class RankingCandidate:
-    """The trained time-aware ranking model, exported with the item-item term's half-life and weight,
-    its training history and what validation said of each choice."""
+    """The trained time-aware ranking model, exported with the item-item term's penalty, half-life,
+    transition weight and weight, its training history and what validation said of each choice."""
 
     model: SequentialModel
     history: dict[str, list[float]]
     val_ndcg_by_half_life: dict[float, float]
+    val_ndcg_by_transition_weight: dict[float, float]
     val_ndcg_by_item_item_weight: dict[float, float]
     training_seconds: float
 
@@ -293,8 +295,8 @@ def train_ranking_model(
 ) -> RankingCandidate:
     """Train the time-aware towers on each user's training ratings in order, stopping early on
     validation NDCG@10 (candidates: movies not rated in training); refit on training and validation
-    ratings; then choose the item-item term's ridge penalty, half-life and weight on the same
-    validation NDCG@10."""
+    ratings; then choose the item-item term's ridge penalty, half-life, transition weight and weight
+    on the same validation NDCG@10."""
     from recsys_pipeline import sequential
 
     train = splits.training_rows(labelled)
@@ -330,18 +332,30 @@ def train_ranking_model(
     started = time.perf_counter()
     refit = sequences_of(labelled[labelled["split"] != splits.TEST]) if settings.refit_epochs else None
     trained = sequential.train_sequential(data, settings, validate, on_epoch_end, refit)
-    # The towers are trained; on the same validation NDCG@10, the item-item term's ridge penalty (at a
-    # reference half-life), then its half-life, then its weight in the blend.
+    # The towers are trained; on the same validation NDCG@10, EASE's ridge penalty (at a reference
+    # half-life), then its half-life, then the transition term's weight beside it, then the item-item
+    # term's weight in the blend.
     chooser = ranker_of(trained.validated)
-    by_l2 = validation_ndcg({l2: (lambda rows, l2=l2: chooser.item_item_scores(rows, ranking.REFERENCE_HALF_LIFE, l2)) for l2 in ranking.ITEM_ITEM_L2S})
+    by_l2 = validation_ndcg({l2: (lambda rows, l2=l2: chooser.ease_scores(rows, ranking.REFERENCE_HALF_LIFE, l2)) for l2 in ranking.ITEM_ITEM_L2S})
     l2 = max(by_l2, key=lambda penalty: float(np.mean(by_l2[penalty])))
     chooser.forget_penalties_except(l2)
     chooser = chooser.using(dataclasses.replace(trained.validated, item_item_l2=l2))
-    by_half_life = {h: float(np.mean(v)) for h, v in validation_ndcg(chooser.item_item_rows_by_half_life(ranking.HALF_LIVES)).items()}
-    half_life = max(by_half_life, key=by_half_life.get)
-    by_weight = validation_ndcg(chooser.score_rows_by_weight(ranking.ITEM_ITEM_WEIGHTS, half_life))
-    model = dataclasses.replace(trained.model, item_item_weight=ranking.chosen_item_item_weight(by_weight), item_item_half_life=half_life, item_item_l2=l2)
-    return RankingCandidate(model, trained.history, by_half_life, {w: float(np.mean(v)) for w, v in by_weight.items()}, time.perf_counter() - started)
+    by_half_life = {h: float(np.mean(v)) for h, v in validation_ndcg(chooser.ease_rows_by_half_life(ranking.HALF_LIVES)).items()}
+    chooser = chooser.using(dataclasses.replace(chooser.model, item_item_half_life=max(by_half_life, key=by_half_life.get)))
+    by_transition_weight = {w: float(np.mean(v)) for w, v in validation_ndcg(chooser.item_item_rows_by_transition_weight(ranking.TRANSITION_WEIGHTS)).items()}
+    chooser = chooser.using(dataclasses.replace(chooser.model, transition_weight=max(by_transition_weight, key=by_transition_weight.get)))
+    by_weight = validation_ndcg(chooser.score_rows_by_weight(ranking.ITEM_ITEM_WEIGHTS))
+    chosen = chooser.model
+    model = dataclasses.replace(
+        trained.model,
+        item_item_weight=ranking.chosen_item_item_weight(by_weight),
+        item_item_half_life=chosen.item_item_half_life,
+        item_item_l2=l2,
+        transition_weight=chosen.transition_weight,
+    )
+    return RankingCandidate(
+        model, trained.history, by_half_life, by_transition_weight, {w: float(np.mean(v)) for w, v in by_weight.items()}, time.perf_counter() - started
+    )
 
 
 # Users scored at once by `recommendations`: each users x movies float64 array of a batch (about

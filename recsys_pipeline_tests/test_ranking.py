@@ -64,3 +64,71 @@ def test_age_ranks_count_back_from_each_users_latest_rating_ties_by_movie_id():
 def test_recency_weights_halve_every_half_life():
     np.testing.assert_allclose(ranking.recency_weights(np.array([0, 1, 2]), 1.0), [1.0, 0.5, 0.25])
     np.testing.assert_array_equal(ranking.recency_weights(np.array([0, 7]), np.inf), [1.0, 1.0])
+
+
+def transitions_by_definition(users, movies, ages, n_users, n_movies, kept, every=1):
+    """SLIT as the docstring of ranking.Transitions states it, one position at a time."""
+    column = {movie: position for position, movie in enumerate(kept)}
+    decay = lambda distance: 0.5 ** (distance / ranking.TRANSITION_HALF_LIFE)  # noqa: E731
+    sources, following = [], []
+    for user in range(n_users):
+        mine = np.flatnonzero(users == user)
+        ordered = movies[mine[np.argsort(-ages[mine])]]  # oldest first
+        for t in range(len(ordered) - 1):
+            source, target = np.zeros(len(kept)), np.zeros(len(kept))
+            for d in range(ranking.TRANSITION_WINDOW):
+                if t - d >= 0 and ordered[t - d] in column:
+                    source[column[ordered[t - d]]] += decay(d)
+            for e in range(1, ranking.TRANSITION_TARGETS + 1):
+                if t + e < len(ordered) and ordered[t + e] in column:
+                    target[column[ordered[t + e]]] += decay(e - 1)
+            sources.append(source)
+            following.append(target)
+    source, target = np.array(sources)[::every], np.array(following)[::every]
+    weights = np.linalg.solve(source.T @ source + ranking.TRANSITION_L2 * np.eye(len(kept)), source.T @ target)
+    inputs = np.zeros((n_users, len(kept)))
+    for user, movie, age in zip(users, movies, ages, strict=True):
+        if age < ranking.TRANSITION_WINDOW and movie in column:
+            inputs[user, column[movie]] += decay(age)
+    scores = np.zeros((n_users, n_movies))
+    scores[:, kept] = inputs @ weights
+    return scores
+
+
+def random_sequences(seed: int, n_users: int = 7, n_movies: int = 15):
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(n_users), rng.integers(1, 12, n_users))
+    movies = rng.integers(0, n_movies, len(users))  # a movie may come twice in one user's ratings
+    ages = ranking.age_ranks(users, rng.integers(0, 5, len(users)), rng.permutation(len(users)))
+    return users, movies, ages
+
+
+@pytest.mark.parametrize("block_positions", [5, 1_000_000])
+def test_the_transition_term_is_slit_over_the_most_rated_movies(block_positions, monkeypatch):
+    for name, value in {"TRANSITION_WINDOW": 4, "TRANSITION_TARGETS": 3, "TRANSITION_MAX_MOVIES": 10, "TRANSITION_L2": 2.0, "TRANSITION_BLOCK_POSITIONS": block_positions}.items():
+        monkeypatch.setattr(ranking, name, value)
+    users, movies, ages = random_sequences(0)
+    kept = np.sort(np.argsort(-np.bincount(movies, minlength=15), kind="stable")[:10])
+    transitions = ranking.Transitions(users, movies, ages, 7, 15)
+    np.testing.assert_allclose(transitions.scores(np.arange(7)), transitions_by_definition(users, movies, ages, 7, 15, kept), atol=1e-10)
+    # Above TRANSITION_MAX_POSITIONS positions, every k-th is fitted.
+    monkeypatch.setattr(ranking, "TRANSITION_MAX_POSITIONS", 9)
+    every = -(-(len(users) - 7) // 9)  # each user's latest rating is no position
+    sampled = ranking.Transitions(users, movies, ages, 7, 15)
+    np.testing.assert_allclose(sampled.scores(np.arange(7)), transitions_by_definition(users, movies, ages, 7, 15, kept, every), atol=1e-10)
+
+
+def test_the_transition_term_knows_what_comes_next_and_ignores_row_order():
+    """Everyone rated 0, then 1, then 2: after 0 come 1 and 2, after 1 comes 2, never 0 (EASE, which
+    reads who rated what, cannot tell the direction)."""
+    users = np.repeat(np.arange(20), 3)
+    movies = np.tile([0, 1, 2], 20)
+    timestamps = np.tile([10, 20, 30], 20)
+    ages = ranking.age_ranks(users, timestamps, movies)
+    # User 20 rated only 0; user 21 only 1.
+    scores = ranking.Transitions(np.r_[users, 20, 21], np.r_[movies, 0, 1], np.r_[ages, 0, 0], 22, 3).scores(np.array([20, 21]))
+    assert scores[0, 1] > 0 and scores[0, 2] > 0
+    assert scores[1, 2] > 0 == scores[1, 0]
+    order = np.random.default_rng(0).permutation(len(users))
+    shuffled = ranking.Transitions(users[order], movies[order], ages[order], 20, 3).scores(np.arange(20))
+    np.testing.assert_array_equal(shuffled, ranking.Transitions(users, movies, ages, 20, 3).scores(np.arange(20)))

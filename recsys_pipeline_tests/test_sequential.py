@@ -80,16 +80,20 @@ def test_the_numpy_encoder_reproduces_keras(trained):
 
 
 def test_exported_arrays_round_trip_through_npz(trained, tmp_path):
-    model = replace(trained.model, item_item_weight=0.5, item_item_half_life=10.0)
+    model = replace(trained.model, item_item_weight=0.5, item_item_half_life=10.0, transition_weight=2.0)
     path = tmp_path / "sequential.npz"
     model.save(path)
     loaded = sequential.SequentialModel.load(path)
-    assert loaded.encoder == model.encoder and loaded.item_item_weight == 0.5 and loaded.item_item_half_life == 10.0
+    assert loaded.encoder == model.encoder and loaded.item_item_weight == 0.5 and loaded.item_item_half_life == 10.0 and loaded.transition_weight == 2.0
     for name, value in model.arrays().items():
         np.testing.assert_array_equal(loaded.arrays()[name], value)
     data, _ = training_data()
     rows = np.arange(20)
     np.testing.assert_array_equal(loaded.user_vectors(data.sequences, rows), model.user_vectors(data.sequences, rows))
+    # A model exported before the transition term (a release one may roll back to) serves without it.
+    older = {name: value for name, value in model.arrays().items() if name != "transition_weight"}
+    np.savez(tmp_path / "older.npz", **older)
+    assert sequential.SequentialModel.load(tmp_path / "older.npz").transition_weight == 0.0
 
 
 def test_seeded_runs_are_identical(trained):

@@ -9,12 +9,12 @@ from recsys_pipeline.orchestration.metadata import rounded
 from recsys_pipeline.standardisation import FittedScalers
 
 
-# The ranking figures shown side by side: the served list, its two ingredients alone, the peers.
-RANKED = {"test": "served (towers + item-item)", "towers": "time-aware towers alone", "item_item": "item-item term alone", "baseline_ease": "EASE (lambda 100)", "baseline_popularity": "most popular"}
+# The ranking figures shown side by side: the served list, its ingredients alone, the peers.
+RANKED = {"test": "served (towers + item-item)", "towers": "time-aware towers alone", "item_item": "item-item term alone", "transitions": "what people rated next alone", "baseline_ease": "EASE (lambda 100)", "baseline_popularity": "most popular"}
 RANKING_METRICS = ("precision_at_10", "ndcg_at_10", "recall_at_20", "coverage_at_10")
 
 
-@dg.asset(group_name="evaluation", kinds={"pandas", "parquet"}, code_version="4", automation_condition=ON_ACCEPTED_MODEL_UPDATE)
+@dg.asset(group_name="evaluation", kinds={"pandas", "parquet"}, code_version="5", automation_condition=ON_ACCEPTED_MODEL_UPDATE)
 def model_evaluation(
     context: dg.AssetExecutionContext,
     accepted_model,
@@ -28,7 +28,8 @@ def model_evaluation(
     beside a global-mean and a user+item bias baseline fitted on the same training ratings; and the
     served ranking on test (precision and NDCG at 10, recall at 20, coverage), each user known by
     every rating before test, as serving knows them (candidates: movies rated in neither; relevant:
-    rated in test), beside the towers alone, the item-item term alone, EASE and most popular. With
+    rated in test), beside the towers alone, the item-item term alone, its transition term alone,
+    EASE and most popular. With
     the default chronological split, test is each user's latest ratings: what they watched next.
 
     The stored table holds the exact figures; the UI shows them rounded."""

@@ -153,7 +153,7 @@ def movie_embeddings(accepted_model, movie_features: pd.DataFrame, fitted_scaler
     group_name="model",
     kinds={"numpy", "tensorflow"},
     io_manager_key=io_manager_key("ranking_model"),
-    code_version="4",
+    code_version="5",
     # It reads no rating model, but a retrain whose rating model fails the regression gate must not
     # change what is served either: it runs after accepted_model, like everything it publishes with.
     deps=["accepted_model"],
@@ -172,12 +172,13 @@ def ranking_model(
     """What a person watches next: a time-aware two-tower (recsys_pipeline.sequential) whose user
     tower reads each user's latest rated movies in order, with their recency, beside the seed's
     per-genre averages, and whose movie tower reads the seed's movie features and an ID embedding.
-    Trained on the training ratings to predict each user's next movies (softmax over each
-    batch's target movies, log-Q corrected), stopped early on validation NDCG@10 and refitted on training and validation
-    ratings; then the half-life and the weight of the item-item term blended into the served score
-    (EASE fed a recency-weighted history) are chosen on validation NDCG@10 too. Exported as numpy
-    arrays: serving never imports TensorFlow. model_evaluation measures it; user_recommendations
-    serves it, each user known by every movie they rated."""
+    Trained on the training ratings to predict each user's next movies (softmax over each batch's
+    target movies, log-Q corrected), stopped early on validation NDCG@10 and refitted on training
+    and validation ratings; then the item-item term blended into the served score (EASE fed a
+    recency-weighted history, plus what people rated next: ranking.Transitions) has its penalty,
+    half-life and weights chosen on validation NDCG@10 too. Exported as numpy arrays: serving never
+    imports TensorFlow. model_evaluation measures it; user_recommendations serves it, each user
+    known by every movie they rated."""
     settings = ranking_settings(config, reproducibility.seed)
 
     def log_epoch(epoch: int, loss: float, val_ndcg: float | None) -> None:
@@ -193,6 +194,7 @@ def ranking_model(
             "item_item_half_life": f"{candidate.model.item_item_half_life:g}",
             "item_item_weight": f"{candidate.model.item_item_weight:g}",
             "item_item_l2": candidate.model.item_item_l2,
+            "transition_weight": candidate.model.transition_weight,
             **rounded(
                 {
                     "best_val_ndcg_at_10": max(candidate.history["val_ndcg_at_10"]),
@@ -201,8 +203,10 @@ def ranking_model(
                 }
             ),
             "val_ndcg_by_choice": dg.MetadataValue.md(
-                "| item-item half-life (ratings) | validation NDCG@10 of the item-item term |\n|---:|---:|\n"
+                "| EASE half-life (ratings) | validation NDCG@10 of recency-weighted EASE |\n|---:|---:|\n"
                 + "\n".join(f"| {half_life:g} | {ndcg:.4f} |" for half_life, ndcg in candidate.val_ndcg_by_half_life.items())
+                + "\n\n| transition weight | validation NDCG@10 of the item-item term |\n|---:|---:|\n"
+                + "\n".join(f"| {weight:g} | {ndcg:.4f} |" for weight, ndcg in candidate.val_ndcg_by_transition_weight.items())
                 + "\n\n| item-item weight | validation NDCG@10 of the served blend |\n|---:|---:|\n"
                 + "\n".join(f"| {weight:g} | {ndcg:.4f} |" for weight, ndcg in candidate.val_ndcg_by_item_item_weight.items())
             ),

@@ -68,7 +68,7 @@ def release(context: dg.AssetExecutionContext, config: ReleaseConfig, release_st
     )
 
 
-@dg.asset(group_name="serving", kinds={"pandas", "parquet"}, code_version="3", automation_condition=ON_ACCEPTED_MODEL_UPDATE)
+@dg.asset(group_name="serving", kinds={"pandas", "parquet"}, code_version="4", automation_condition=ON_ACCEPTED_MODEL_UPDATE)
 def user_recommendations(
     config: RecommendationsConfig, ranking_model, rating_splits: pd.DataFrame, user_genre_averages: pd.DataFrame, movie_features: pd.DataFrame, fitted_scalers: dict
 ) -> dg.MaterializeResult[pd.DataFrame]:

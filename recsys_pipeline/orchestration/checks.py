@@ -11,8 +11,10 @@ from recsys_pipeline.similarity import MAX_SQUARED_DISTANCE, exact_top_k
 
 SAMPLED_PAIRS = 2_000
 MATRIX_BLOCK_ROWS = 256
-# Above this many movies, similar_movies is checked against brute force on a seeded sample of movies.
-CHECKED_MOVIES = 10_000
+# Above this many movies, similar_movies is checked against brute force on a seeded sample of movies
+# (brute force over ml-latest-small's 9,742 took 3.7 s of a 60 s run; a sample of 2,000 still meets any
+# systematic error, and the search itself is tested against brute force on every row).
+CHECKED_MOVIES = 2_000
 TOLERANCE = 1e-5
 
 

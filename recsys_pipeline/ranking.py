@@ -33,12 +33,13 @@ from recsys_pipeline.sequential import SequentialModel, Sequences, user_sequence
 ITEM_ITEM_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
 # The two standardised scores counting equally: kept unless validation clearly prefers another weight.
 EQUAL_WEIGHT = 1.0
-# The item-item term's ridge penalties, then half-lives (in ratings; inf: plain EASE) of its recency
-# weighting, tried on validation.
-ITEM_ITEM_L2S = (100.0, 200.0, 400.0)
+# The half-lives (in ratings; inf: plain EASE) of EASE's recency weighting, then its ridge penalties,
+# tried on validation.
 HALF_LIVES = (2.0, 3.0, 5.0, 7.0, 10.0, 20.0, 40.0, math.inf)
-# The half-life at which the penalties are compared.
-REFERENCE_HALF_LIFE = 5.0
+ITEM_ITEM_L2S = (100.0, 200.0, 400.0)
+# The penalty at which the half-lives are compared; the penalties are then compared at the chosen
+# half-life, since the best penalty depends on it (on ml-latest-small 400 at half-life 5, 100 for plain EASE).
+REFERENCE_L2 = 200.0
 # Above this many users x movies the scores are not held whole: the weights are solved for the most
 # rated movies (at most ITEM_ITEM_MAX_MOVIES, a movies x movies matrix) and applied user batch by batch.
 DENSE_SCORES_LIMIT = 50_000_000
@@ -46,9 +47,10 @@ ITEM_ITEM_MAX_MOVIES = 12_000
 GRAM_BLOCK_RATINGS = 4_000_000
 # The transition term (`Transitions`): each position of a user's ratings in order reads the
 # TRANSITION_WINDOW ratings up to it and predicts the TRANSITION_TARGETS after it, both weighted
-# 0.5 ^ (distance / TRANSITION_HALF_LIFE), over the TRANSITION_MAX_MOVIES most rated movies. On
-# ml-latest-small's validation these were insensitive (window 20 or 50, half-life 5 to 10, penalty
-# 100 or 300, 2,000 to 7,000 movies within 0.002 NDCG@10), so they are fixed; its weight is chosen.
+# 0.5 ^ (distance / TRANSITION_HALF_LIFE), over the TRANSITION_MAX_MOVIES most rated movies. Fixed,
+# not chosen: on ml-latest-small's validation a longer window, half-life 10, penalty 300, 20 targets or
+# 4,000 movies move NDCG@10 by at most 0.002, a shorter window, half-life 3 or 1,000 movies cost
+# 0.005-0.008 (bench/transitions.py); only its weight is chosen.
 TRANSITION_WINDOW = 20
 TRANSITION_TARGETS = 10
 TRANSITION_HALF_LIFE = 5.0

@@ -332,16 +332,16 @@ def train_ranking_model(
     started = time.perf_counter()
     refit = sequences_of(labelled[labelled["split"] != splits.TEST]) if settings.refit_epochs else None
     trained = sequential.train_sequential(data, settings, validate, on_epoch_end, refit)
-    # The towers are trained; on the same validation NDCG@10, EASE's ridge penalty (at a reference
-    # half-life), then its half-life, then the transition term's weight beside it, then the item-item
-    # term's weight in the blend.
-    chooser = ranker_of(trained.validated)
-    by_l2 = validation_ndcg({l2: (lambda rows, l2=l2: chooser.ease_scores(rows, ranking.REFERENCE_HALF_LIFE, l2)) for l2 in ranking.ITEM_ITEM_L2S})
+    # The towers are trained; on the same validation NDCG@10, EASE's half-life (at a reference ridge
+    # penalty), then its penalty at that half-life, then the transition term's weight beside it, then
+    # the item-item term's weight in the blend.
+    chooser = ranker_of(dataclasses.replace(trained.validated, item_item_l2=ranking.REFERENCE_L2))
+    by_half_life = {h: float(np.mean(v)) for h, v in validation_ndcg(chooser.ease_rows_by_half_life(ranking.HALF_LIVES)).items()}
+    half_life = max(by_half_life, key=by_half_life.get)
+    by_l2 = validation_ndcg({l2: (lambda rows, l2=l2: chooser.ease_scores(rows, half_life, l2)) for l2 in ranking.ITEM_ITEM_L2S})
     l2 = max(by_l2, key=lambda penalty: float(np.mean(by_l2[penalty])))
     chooser.forget_penalties_except(l2)
-    chooser = chooser.using(dataclasses.replace(trained.validated, item_item_l2=l2))
-    by_half_life = {h: float(np.mean(v)) for h, v in validation_ndcg(chooser.ease_rows_by_half_life(ranking.HALF_LIVES)).items()}
-    chooser = chooser.using(dataclasses.replace(chooser.model, item_item_half_life=max(by_half_life, key=by_half_life.get)))
+    chooser = chooser.using(dataclasses.replace(chooser.model, item_item_half_life=half_life, item_item_l2=l2))
     by_transition_weight = {w: float(np.mean(v)) for w, v in validation_ndcg(chooser.item_item_rows_by_transition_weight(ranking.TRANSITION_WEIGHTS)).items()}
     chooser = chooser.using(dataclasses.replace(chooser.model, transition_weight=max(by_transition_weight, key=by_transition_weight.get)))
     by_weight = validation_ndcg(chooser.score_rows_by_weight(ranking.ITEM_ITEM_WEIGHTS))
@@ -349,7 +349,7 @@ def train_ranking_model(
     model = dataclasses.replace(
         trained.model,
         item_item_weight=ranking.chosen_item_item_weight(by_weight),
-        item_item_half_life=chosen.item_item_half_life,
+        item_item_half_life=half_life,
         item_item_l2=l2,
         transition_weight=chosen.transition_weight,
     )

@@ -59,7 +59,7 @@ TRANSITION_MAX_MOVIES = 2_000
 TRANSITION_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
 # Positions whose sources and targets are built at once (each reads TRANSITION_WINDOW + TRANSITION_TARGETS cells),
 # and the most positions fitted: above it every k-th position (a regression on an even sample of its rows).
-TRANSITION_BLOCK_POSITIONS = 1_000_000
+TRANSITION_BLOCK_POSITIONS = 250_000
 TRANSITION_MAX_POSITIONS = 5_000_000
 
 

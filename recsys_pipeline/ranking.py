@@ -31,8 +31,6 @@ from recsys_pipeline.sequential import SequentialModel, Sequences, user_sequence
 
 # Weights of the item-item term tried on validation (0: the towers alone; inf: the item-item term alone).
 ITEM_ITEM_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, math.inf)
-# The two standardised scores counting equally: kept unless validation clearly prefers another weight.
-EQUAL_WEIGHT = 1.0
 # The half-lives (in ratings; inf: plain EASE) of EASE's recency weighting, then its ridge penalties,
 # tried on validation.
 HALF_LIVES = (2.0, 3.0, 5.0, 7.0, 10.0, 20.0, 40.0, math.inf)
@@ -421,24 +419,6 @@ def blends_by_weight(two_tower_rows, item_item_rows, weights) -> dict[float, obj
         return score_rows
 
     return {weight: scorer(weight) for weight in weights}
-
-
-def chosen_item_item_weight(ndcg_by_weight: dict[float, np.ndarray]) -> float:
-    """The item-item weight to serve, from each weight's per-user validation NDCG (the same users in
-    the same order for every weight): the best weight when it beats EQUAL_WEIGHT by more than one
-    standard error of the paired per-user difference, else EQUAL_WEIGHT.
-
-    Between neighbouring weights validation NDCG@10 often differs by less than its noise (0.228 to
-    0.229 over 0.25..8 on ml-latest-small), and taking the noisy maximum then picks a weight at
-    random; the two scores counting equally is the choice that needs no evidence.
-    """
-    means = {weight: float(np.mean(values)) for weight, values in ndcg_by_weight.items()}
-    best = max(means, key=means.get)
-    if best == EQUAL_WEIGHT or EQUAL_WEIGHT not in ndcg_by_weight:
-        return best
-    gain = np.asarray(ndcg_by_weight[best], dtype="float64") - np.asarray(ndcg_by_weight[EQUAL_WEIGHT], dtype="float64")
-    standard_error = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else 0.0
-    return best if gain.mean() > standard_error else EQUAL_WEIGHT
 
 
 def top_movies(scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

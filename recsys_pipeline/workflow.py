@@ -312,10 +312,13 @@ def train_ranking_model(
         sequences_of(train), movie_ids, scalers.movie.transform(movie_features).astype("float32"), scalers.user.transform(user_features).astype("float32")
     )
 
-    def validation_ndcg(scorers: dict) -> dict[object, np.ndarray]:
-        """Per-user validation NDCG@10 of each scorer (candidates: movies not rated in training)."""
-        figures = evaluation.per_user_ranking_metrics(scorers, train_pairs, held, len(movie_features), max_users=settings.validation_users or len(user_features))
+    def validation_ndcg(scorers: dict) -> dict[object, float]:
+        """Validation NDCG@10 of each scorer (candidates: movies not rated in training)."""
+        figures = evaluation.ranking_metrics_by_scorer(scorers, train_pairs, held, len(movie_features), max_users=settings.validation_users or len(user_features))
         return {key: values[f"ndcg_at_{evaluation.RANKING_CUTOFF}"] for key, values in figures.items()}
+
+    def best(figures: dict[object, float]):
+        return max(figures, key=figures.get)
 
     # The users' training sequences are prepared once: every epoch's model and the item-item choices reuse them.
     prepared: list[ranking.Ranker] = []
@@ -326,36 +329,27 @@ def train_ranking_model(
         return prepared[0].using(model)
 
     def validate(model: SequentialModel) -> float:
-        towers = ranker_of(dataclasses.replace(model, item_item_weight=0.0))
-        return float(np.mean(validation_ndcg({None: towers.score_rows})[None]))
+        return validation_ndcg({None: ranker_of(dataclasses.replace(model, item_item_weight=0.0)).score_rows})[None]
 
     started = time.perf_counter()
     refit = sequences_of(labelled[labelled["split"] != splits.TEST]) if settings.refit_epochs else None
     trained = sequential.train_sequential(data, settings, validate, on_epoch_end, refit)
     # The towers are trained; on the same validation NDCG@10, EASE's half-life (at a reference ridge
     # penalty), then its penalty at that half-life, then the transition term's weight beside it, then
-    # the item-item term's weight in the blend.
+    # the item-item term's weight in the blend: each the best on validation.
     chooser = ranker_of(dataclasses.replace(trained.validated, item_item_l2=ranking.REFERENCE_L2))
-    by_half_life = {h: float(np.mean(v)) for h, v in validation_ndcg(chooser.ease_rows_by_half_life(ranking.HALF_LIVES)).items()}
-    half_life = max(by_half_life, key=by_half_life.get)
-    by_l2 = validation_ndcg({l2: (lambda rows, l2=l2: chooser.ease_scores(rows, half_life, l2)) for l2 in ranking.ITEM_ITEM_L2S})
-    l2 = max(by_l2, key=lambda penalty: float(np.mean(by_l2[penalty])))
+    by_half_life = validation_ndcg(chooser.ease_rows_by_half_life(ranking.HALF_LIVES))
+    half_life = best(by_half_life)
+    l2 = best(validation_ndcg({l2: (lambda rows, l2=l2: chooser.ease_scores(rows, half_life, l2)) for l2 in ranking.ITEM_ITEM_L2S}))
     chooser.forget_penalties_except(l2)
     chooser = chooser.using(dataclasses.replace(chooser.model, item_item_half_life=half_life, item_item_l2=l2))
-    by_transition_weight = {w: float(np.mean(v)) for w, v in validation_ndcg(chooser.item_item_rows_by_transition_weight(ranking.TRANSITION_WEIGHTS)).items()}
-    chooser = chooser.using(dataclasses.replace(chooser.model, transition_weight=max(by_transition_weight, key=by_transition_weight.get)))
+    by_transition_weight = validation_ndcg(chooser.item_item_rows_by_transition_weight(ranking.TRANSITION_WEIGHTS))
+    chooser = chooser.using(dataclasses.replace(chooser.model, transition_weight=best(by_transition_weight)))
     by_weight = validation_ndcg(chooser.score_rows_by_weight(ranking.ITEM_ITEM_WEIGHTS))
-    chosen = chooser.model
     model = dataclasses.replace(
-        trained.model,
-        item_item_weight=ranking.chosen_item_item_weight(by_weight),
-        item_item_half_life=half_life,
-        item_item_l2=l2,
-        transition_weight=chosen.transition_weight,
+        trained.model, item_item_weight=best(by_weight), item_item_half_life=half_life, item_item_l2=l2, transition_weight=chooser.model.transition_weight
     )
-    return RankingCandidate(
-        model, trained.history, by_half_life, by_transition_weight, {w: float(np.mean(v)) for w, v in by_weight.items()}, time.perf_counter() - started
-    )
+    return RankingCandidate(model, trained.history, by_half_life, by_transition_weight, by_weight, time.perf_counter() - started)
 
 
 # Users scored at once by `recommendations`: each users x movies float64 array of a batch (about

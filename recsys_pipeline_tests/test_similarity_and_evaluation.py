@@ -143,18 +143,3 @@ def test_blends_by_weight_rank_exactly_as_the_served_blend_and_metrics_match_one
     for weight, score_rows in scorers.items():
         assert together[weight] == evaluation.ranking_metrics(score_rows, train_pairs, test_pairs, 50, batch=7)
     assert len({figures["ndcg_at_10"] for figures in together.values()}) > 1
-
-
-def test_the_item_item_weight_stays_equal_unless_validation_clearly_prefers_another():
-    rng = np.random.default_rng(0)
-    equal = rng.uniform(0, 1, 500)
-    # Another weight better on average by far less than the noise of the per-user differences: keep 1.
-    noise = rng.normal(0, 0.2, 500)
-    noisy = {0.5: equal + noise - noise.mean() + 0.002, ranking.EQUAL_WEIGHT: equal, 4.0: equal - 0.01}
-    assert np.mean(noisy[0.5]) > np.mean(equal)
-    assert ranking.chosen_item_item_weight(noisy) == ranking.EQUAL_WEIGHT
-    # Better for nearly every user: that weight.
-    clear = {0.5: equal + 0.05 + rng.normal(0, 0.01, 500), ranking.EQUAL_WEIGHT: equal, 4.0: equal - 0.01}
-    assert ranking.chosen_item_item_weight(clear) == 0.5
-    # Equal weighting the best: kept.
-    assert ranking.chosen_item_item_weight({ranking.EQUAL_WEIGHT: equal, 2.0: equal - 0.1}) == ranking.EQUAL_WEIGHT

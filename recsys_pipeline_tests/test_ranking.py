@@ -132,3 +132,12 @@ def test_the_transition_term_knows_what_comes_next_and_ignores_row_order():
     order = np.random.default_rng(0).permutation(len(users))
     shuffled = ranking.Transitions(users[order], movies[order], ages[order], 20, 3).scores(np.arange(20))
     np.testing.assert_array_equal(shuffled, ranking.Transitions(users, movies, ages, 20, 3).scores(np.arange(20)))
+
+
+def test_standardised_columns_are_added_without_building_the_wide_rows():
+    rng = np.random.default_rng(3)
+    base, columns, values = rng.normal(size=(4, 30)), np.array([2, 7, 19]), rng.normal(size=(4, 3))
+    wide = np.zeros((4, 30))
+    wide[:, columns] = values
+    expected = base + 1.5 * ranking.standardised(wide)
+    np.testing.assert_allclose(ranking.plus_standardised_columns(base.copy(), columns, values, 1.5), expected, atol=1e-12)

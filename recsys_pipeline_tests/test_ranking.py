@@ -134,10 +134,28 @@ def test_the_transition_term_knows_what_comes_next_and_ignores_row_order():
     np.testing.assert_array_equal(shuffled, ranking.Transitions(users, movies, ages, 20, 3).scores(np.arange(20)))
 
 
-def test_standardised_columns_are_added_without_building_the_wide_rows():
+def test_narrow_scores_are_standardised_added_and_widened_as_the_wide_rows_would_be():
     rng = np.random.default_rng(3)
-    base, columns, values = rng.normal(size=(4, 30)), np.array([2, 7, 19]), rng.normal(size=(4, 3))
-    wide = np.zeros((4, 30))
-    wide[:, columns] = values
-    expected = base + 1.5 * ranking.standardised(wide)
-    np.testing.assert_allclose(ranking.plus_standardised_columns(base.copy(), columns, values, 1.5), expected, atol=1e-12)
+    base = rng.normal(size=(4, 30))
+    ease = ranking.ColumnScores.of(np.array([2, 7, 19, 25]), rng.normal(size=(4, 4)), 30)
+    transitions = ranking.ColumnScores.of(np.array([0, 7, 19]), rng.normal(size=(4, 3)), 30)
+    wide_ease, wide_transitions = ease.dense(), transitions.dense()
+    assert wide_ease.shape == (4, 30) and (wide_ease[:, [0, 1, 29]] == 0).all() and (wide_ease[:, [2, 7]] == ease.values[:, :2]).all()
+    np.testing.assert_allclose(ease.standardised().dense(), ranking.standardised(wide_ease), atol=1e-12)
+    item_item = ease.standardised().plus(transitions.standardised(), 1.5)
+    expected = ranking.standardised(wide_ease) + 1.5 * ranking.standardised(wide_transitions)
+    np.testing.assert_allclose(item_item.dense(), expected, atol=1e-12)
+    np.testing.assert_array_equal(item_item.columns, [0, 2, 7, 19, 25])
+    np.testing.assert_allclose(item_item.standardised().added_to(ranking.standardised(base), 0.5), ranking.blend(base, expected, 0.5), atol=1e-12)
+    # Every column kept: the plain wide arithmetic.
+    every = ranking.ColumnScores.of(np.arange(30), base, 30)
+    np.testing.assert_allclose(every.standardised().dense(), ranking.standardised(base), atol=1e-12)
+
+
+def test_standardised_rows_have_mean_zero_and_unit_spread():
+    scores = np.random.default_rng(4).normal(3.0, 2.0, size=(5, 40)).astype("float32")
+    result = ranking.standardised(scores)
+    assert result.dtype == np.float64 and scores.dtype == np.float32
+    np.testing.assert_allclose(result.mean(axis=1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(result.std(axis=1), 1.0, atol=1e-12)
+    assert np.isfinite(ranking.standardised(np.ones((2, 5)))).all()  # a constant row stays finite

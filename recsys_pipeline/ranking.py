@@ -101,6 +101,11 @@ class Ranker:
         return parts[part]
 
     @property
+    def known_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user row, movie row) of every known rating: what a user's list never shows."""
+        return self._known_users, self._known_movies
+
+    @property
     def sequences(self) -> Sequences:
         """Each user's rated movies in order, as rows of the model's tables."""
         return self._sequences
@@ -196,12 +201,12 @@ def visitor_scores(model: SequentialModel, liked_movie_ids, scaled_visitor: np.n
 
 
 def _rows_of(ids: np.ndarray, wanted: np.ndarray, table: str, column: str) -> np.ndarray:
-    """The position of each of `wanted` in `ids`; every one must be there."""
+    """The position of each of `wanted` in `ids` (int32: at 25M ratings every copy counts); every one must be there."""
     rows = pd.Index(ids).get_indexer(wanted)
     if (rows < 0).any():
         missing = np.unique(np.asarray(wanted)[rows < 0])
         raise ValueError(f"{len(missing)} {column}s of the known ratings have no row in {table} (first: {missing[:5].tolist()})")
-    return rows
+    return rows.astype("int32")
 
 
 class ItemItem:
@@ -231,14 +236,20 @@ class ItemItem:
             self._gram = self._rated @ self._rated.T  # users x users
         else:
             counts = np.asarray(rated.sum(axis=0)).ravel()
+            del rated  # at 25M ratings each array here is 100-200 MB: freed or kept int32 where it can be
             self._kept = np.sort(np.argsort(-counts, kind="stable")[: min(ITEM_ITEM_MAX_MOVIES, n_movies)])
             # The (user, kept movie) cells in CSR order, and each fitted pair's cell: every scorer reuses
             # this structure with its own weights (a movie rated twice by a user adds up in its cell).
-            kept_column = np.full(n_movies, -1, dtype="int64")
+            kept_column = np.full(n_movies, -1, dtype="int32")
             kept_column[self._kept] = np.arange(len(self._kept))
             columns = kept_column[self._pairs[1]]
             self._in_kept = columns >= 0
-            cells, self._cell_of_pair = np.unique(self._pairs[0][self._in_kept].astype("int64") * len(self._kept) + columns[self._in_kept], return_inverse=True)
+            cells = self._pairs[0][self._in_kept].astype("int64") * len(self._kept)
+            cells += columns[self._in_kept]
+            del columns
+            cells, cell_of_pair = np.unique(cells, return_inverse=True)
+            self._cell_of_pair = cell_of_pair.astype("int32")
+            del cell_of_pair
             self._kept_indices = (cells % len(self._kept)).astype("int32")
             self._kept_indptr = np.searchsorted(cells // len(self._kept), np.arange(n_users + 1)).astype("int64")
             kept_rated = self._kept_scoring(np.ones(len(cells), dtype="float32"))
@@ -396,7 +407,23 @@ def _ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
     diagonal = precision.diagonal().copy()
     precision /= -diagonal[None, :]
     np.fill_diagonal(precision, 0.0)
-    return precision.astype("float32")
+    del factor
+    return _as_float32_in_place(work, precision)
+
+
+def _as_float32_in_place(work: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`values` (a square view of `work`, which owns its float64 buffer) as float32, written row block
+    by row block into the front half of that buffer, which is then shrunk: at 12,000 movies a float32
+    copy beside the float64 matrix would peak 0.58 GB higher. Every float64 row a block overwrites
+    lies before the block's end, so it has been read."""
+    n = len(values)
+    packed = work.reshape(-1).view("float32")[: n * n].reshape(n, n)
+    for start in range(0, n, 1024):
+        stop = min(start + 1024, n)
+        packed[start:stop] = values[start:stop].astype("float32")
+    del packed, values
+    work.resize(-(-n * n // 2), refcheck=False)  # the float64 rows left are read; glibc shrinks it in place
+    return work.view("float32")[: n * n].reshape(n, n)
 
 
 def age_ranks(user_ids: np.ndarray, timestamps: np.ndarray, movie_ids: np.ndarray) -> np.ndarray:

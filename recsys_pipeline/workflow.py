@@ -233,10 +233,10 @@ def ranking_report(
     candidates: movies rated in neither; relevant: rated in test. Beside it, measured on the same
     users and candidates: the towers alone, the item-item term alone and its transition term alone
     (`towers_*`, `item_item_*`, `transitions_*`, ablations), EASE (`baseline_ease_*`) and most popular (`baseline_popularity_*`)."""
-    known = labelled[labelled["split"] != splits.TEST]
+    known = labelled.loc[labelled["split"] != splits.TEST, ["userId", "movieId", "timestamp"]]  # what the ranker reads
     served = ranking.Ranker(ranker, known, user_features, movie_features, scalers)
-    known_pairs, test_pairs = _pairs(known, user_features, movie_features), _pairs(labelled[labelled["split"] == splits.TEST], user_features, movie_features)
-    del known  # the ranker and the pairs hold what is needed
+    known_pairs, test_pairs = served.known_pairs, _pairs(labelled[labelled["split"] == splits.TEST], user_features, movie_features)
+    del known  # the ranker holds what is needed
     popularity = evaluation.popularity_scores(np.bincount(known_pairs[1], minlength=len(movie_features)))
 
     def ease(user_rows: np.ndarray) -> np.ndarray:  # plain EASE, from the served term's Gram matrix
@@ -366,14 +366,14 @@ def recommendations(
     import scipy.sparse as sp  # imported here: every Dagster step loads this module, few need scipy
 
     batch = max(1, min(1024, SCORES_PER_BATCH // max(len(movie_features), 1)))
-    score_rows = ranking.Ranker(ranker, rated, user_features, movie_features, scalers).score_rows
+    served = ranking.Ranker(ranker, rated, user_features, movie_features, scalers)
     user_ids = user_features["userId"].to_numpy()
-    seen = _pairs(rated, user_features, movie_features)
+    seen = served.known_pairs
     rated_matrix = sp.csr_matrix((np.ones(len(seen[0]), dtype=bool), seen), shape=(len(user_ids), len(movie_features)))
     frames = []
     for start in range(0, len(user_ids), batch):
         rows = np.arange(start, min(start + batch, len(user_ids)))
-        columns, scores = ranking.top_movies(score_rows(rows), top_n, rated_matrix[rows].toarray())
+        columns, scores = ranking.top_movies(served.score_rows(rows), top_n, rated_matrix[rows].toarray())
         keep = np.isfinite(scores)  # fewer unrated movies than top_n: the list is shorter
         frames.append(
             pd.DataFrame(

@@ -84,6 +84,7 @@ class Ranker:
         self._item_item = None
         self._item_item_rows = {}
         self._transitions = None
+        self._only_penalties: tuple[float, ...] | None = None
         self._batch: tuple[bytes, dict] = (b"", {})
 
     def _of_batch(self, part, user_rows: np.ndarray, compute):
@@ -140,6 +141,7 @@ class Ranker:
         l2 = self.model.item_item_l2 if l2 is None else l2
         if self._item_item is None:
             self._item_item = ItemItem(self._known_users, self._known_movies, len(self._user_content), self._n_movies, self.model.item_item_l2)
+            self._item_item.only_penalties = self._only_penalties
         if (half_life, l2) not in self._item_item_rows:
             self._item_item_rows[half_life, l2] = self._item_item.column_scorer(recency_weights(self._ages, half_life), l2)
         return self._of_batch(("ease", half_life, l2), user_rows, lambda: self._item_item_rows[half_life, l2](user_rows))
@@ -152,6 +154,14 @@ class Ranker:
         if self._transitions is None:  # fitted once, on first use
             self._transitions = Transitions(self._known_users, self._known_movies, self._ages, len(self._user_content), self._n_movies)
         return self._transitions
+
+    def solve_only(self, l2s) -> None:
+        """Say that the item-item term will be asked for these ridge penalties only, so its Gram
+        matrix is freed once they are solved (serving and evaluation know theirs; at 12,000 movies
+        it is 0.58 GB)."""
+        self._only_penalties = tuple(l2s)
+        if self._item_item is not None:
+            self._item_item.only_penalties = self._only_penalties
 
     def forget_penalties_except(self, l2: float) -> None:
         """Free what the item-item term holds for every ridge penalty but `l2` (after choosing it)."""
@@ -231,6 +241,7 @@ class ItemItem:
         rated.data[:] = 1.0  # a movie rated twice by one user counts once
         self._dense = n_users <= n_movies and n_users * n_movies <= DENSE_SCORES_LIMIT
         self._solved: dict[float, tuple[np.ndarray, ...]] = {}
+        self.only_penalties: tuple[float, ...] | None = None  # once these are solved the Gram matrix is freed
         if self._dense:
             self._rated = rated.toarray().astype("float64")
             self._gram = self._rated @ self._rated.T  # users x users
@@ -272,11 +283,19 @@ class ItemItem:
 
     def _solution(self, l2: float) -> tuple[np.ndarray, ...]:
         if l2 not in self._solved:
+            if self._gram is None:
+                raise RuntimeError(f"the item-item term was solved for ridge penalties {sorted(self._solved)} only, not {l2}")
+            last = self.only_penalties is not None and set(self.only_penalties) <= {*self._solved, l2}
             if self._dense:
                 spread = np.linalg.inv(l2 * np.eye(len(self._gram)) + self._gram) @ self._rated
                 self._solved[l2] = (spread, np.maximum((1.0 - (self._rated * spread).sum(axis=0)) / l2, 1e-12))
             else:
-                self._solved[l2] = (_ease_weights(self._gram, l2),)
+                work = _penalised(self._gram, l2)
+                if last:  # freed before the factorisation, the step's largest moment
+                    self._gram = None
+                self._solved[l2] = (_ease_weights_of(work, l2),)
+            if last:
+                self._gram = None
         return self._solved[l2]
 
     def scorer(self, input_weights: np.ndarray | None = None, l2: float | None = None):
@@ -388,10 +407,20 @@ def _ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
     """EASE's B = -P / diag(P) with a zero diagonal, P = (gram + l2 I)^-1, as float32. P comes from a
     Cholesky factorisation in one working copy (the matrix is symmetric positive definite): at 12,000
     movies that is about half the time and a third of the memory of numpy's general inverse."""
-    from scipy.linalg import lapack
+    return _ease_weights_of(_penalised(gram, l2), l2)
 
+
+def _penalised(gram: np.ndarray, l2: float) -> np.ndarray:
+    """gram + l2 I, a float64 copy: `_ease_weights_of` works in it."""
     work = gram.astype("float64")
     work[np.diag_indices_from(work)] += l2
+    return work
+
+
+def _ease_weights_of(work: np.ndarray, l2: float) -> np.ndarray:
+    """`_ease_weights` from `work` = gram + l2 I (float64, overwritten)."""
+    from scipy.linalg import lapack
+
     # LAPACK works on the Fortran-ordered transpose, the same symmetric matrix: its upper triangle is our lower one.
     factor, info = lapack.dpotrf(work.T, lower=False, overwrite_a=True, clean=False)
     if info == 0:

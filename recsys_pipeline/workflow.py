@@ -235,6 +235,7 @@ def ranking_report(
     (`towers_*`, `item_item_*`, `transitions_*`, ablations), EASE (`baseline_ease_*`) and most popular (`baseline_popularity_*`)."""
     known = labelled.loc[labelled["split"] != splits.TEST, ["userId", "movieId", "timestamp"]]  # what the ranker reads
     served = ranking.Ranker(ranker, known, user_features, movie_features, scalers)
+    served.solve_only([ranker.item_item_l2, EASE_L2])
     known_pairs, test_pairs = served.known_pairs, _pairs(labelled[labelled["split"] == splits.TEST], user_features, movie_features)
     del known  # the ranker holds what is needed
     popularity = evaluation.popularity_scores(np.bincount(known_pairs[1], minlength=len(movie_features)))
@@ -367,6 +368,7 @@ def recommendations(
 
     batch = max(1, min(1024, SCORES_PER_BATCH // max(len(movie_features), 1)))
     served = ranking.Ranker(ranker, rated, user_features, movie_features, scalers)
+    served.solve_only([ranker.item_item_l2])
     user_ids = user_features["userId"].to_numpy()
     seen = served.known_pairs
     rated_matrix = sp.csr_matrix((np.ones(len(seen[0]), dtype=bool), seen), shape=(len(user_ids), len(movie_features)))

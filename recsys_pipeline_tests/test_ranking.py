@@ -39,6 +39,24 @@ def test_the_item_item_term_is_ease_fed_the_weighted_history(dense, monkeypatch)
         np.testing.assert_allclose(item_item.scorer(weights, l2)(rows), ease_by_definition(users, movies, 12, 20, l2, weights), **tolerance)
 
 
+@pytest.mark.parametrize("dense", [True, False])
+def test_an_item_item_term_told_its_penalties_frees_its_gram_matrix_once_they_are_solved(dense, monkeypatch):
+    users, movies = rated_pairs(0)
+    if not dense:
+        monkeypatch.setattr(ranking, "DENSE_SCORES_LIMIT", 0)
+    item_item = ranking.ItemItem(users, movies, 12, 20, 5.0)
+    item_item.only_penalties = (5.0, 40.0)
+    rows = np.arange(12)
+    tolerance = {"atol": 1e-9} if dense else {"rtol": 1e-5, "atol": 1e-6}
+    np.testing.assert_allclose(item_item.scorer()(rows), ease_by_definition(users, movies, 12, 20, 5.0, np.ones(len(users))), **tolerance)
+    assert item_item._gram is not None  # 40 is still to come
+    np.testing.assert_allclose(item_item.scorer(None, 40.0)(rows), ease_by_definition(users, movies, 12, 20, 40.0, np.ones(len(users))), **tolerance)
+    assert item_item._gram is None
+    np.testing.assert_allclose(item_item.scorer(None, 5.0)(rows), ease_by_definition(users, movies, 12, 20, 5.0, np.ones(len(users))), **tolerance)
+    with pytest.raises(RuntimeError, match="not 0.5"):
+        item_item.scorer(None, 0.5)
+
+
 def test_ease_weights_by_cholesky_are_the_general_inverses_for_any_block_size():
     """ranking._ease_weights mirrors the triangle LAPACK returns in blocks of 2048 rows: a matrix over
     several blocks must give numpy's answer too."""

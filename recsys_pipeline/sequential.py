@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -244,6 +244,12 @@ class SequentialModel:
         history, gaps, lengths = _windows(sequences, user_rows, sequences.lengths[user_rows], self.max_history, 0)
         return self.encode(history, gaps, lengths, None if content is None else content[user_rows])
 
+    def with_popularity(self, weight: float, log_popularity: np.ndarray) -> SequentialModel:
+        """The same towers with `weight` × each movie's log popularity added to its bias. Trained with
+        in-batch negatives and the log-Q correction, the towers' scores leave popularity out; part of it
+        back is a prior on what people rate at all (its weight is chosen on validation)."""
+        return replace(self, movie_biases=(self.movie_biases + weight * np.asarray(log_popularity)).astype("float32"))
+
     def scores(self, user_vectors: np.ndarray) -> np.ndarray:
         """Users × movies two-tower scores (float64)."""
         return np.asarray(user_vectors, dtype="float64") @ self._scoring_vectors + self.movie_biases
@@ -403,6 +409,13 @@ class _Towers:
         )
 
 
+def log_popularity(sequences: Sequences, n_movies: int) -> np.ndarray:
+    """Log of each movie's share of the ratings in `sequences` (a movie never rated counts as rated
+    once): in-batch negatives draw candidates in this proportion, and the log-Q correction subtracts it."""
+    counts = np.bincount(sequences.movies, minlength=n_movies).astype("float64")
+    return np.log(np.maximum(counts, 1.0) / counts.sum()).astype("float32")
+
+
 def training_prefixes(sequences: Sequences, per_user: int, rng: np.random.Generator, recent: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(user, cut) of the prefixes an epoch trains on, shuffled: the history is the user's movies
     before the cut, the targets the movies from it. `per_user` 0: every cut 1..n-1 of each
@@ -458,8 +471,7 @@ def train_sequential(
     optimizer = keras.optimizers.Adam(settings.learning_rate)
     movie_content = tf.constant(data.movie_content, dtype="float32")
     user_content = tf.constant(data.user_content if settings.user_content else np.zeros((len(data.user_content), 0)), dtype="float32")
-    counts = np.bincount(sequences.movies, minlength=n_movies).astype("float64")
-    log_q = tf.constant(np.log(np.maximum(counts, 1.0) / counts.sum()).astype("float32"))
+    log_q = tf.constant(log_popularity(sequences, n_movies))
     variables = towers.variables
     ints = tf.TensorSpec([None, None], "int32")
 

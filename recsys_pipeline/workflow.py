@@ -270,11 +270,13 @@ EASE_L2 = 100.0
 
 @dataclass(frozen=True)
 class RankingCandidate:
-    """The trained time-aware ranking model, exported with the item-item term's penalty, half-life,
-    transition weight and weight, its training history and what validation said of each choice."""
+    """The trained time-aware ranking model, exported with its popularity prior (`popularity_weight`)
+    and the item-item term's penalty, half-life, transition weight and weight, its training history
+    and what validation said of each choice."""
 
     model: SequentialModel
     history: dict[str, list[float]]
+    val_ndcg_by_popularity_weight: dict[float, float]
     val_ndcg_by_half_life: dict[float, float]
     val_ndcg_by_transition_weight: dict[float, float]
     val_ndcg_by_item_item_weight: dict[float, float]
@@ -284,6 +286,10 @@ class RankingCandidate:
     def best_epoch(self) -> int:
         scores = self.history.get("val_ndcg_at_10")
         return int(np.argmax(scores)) + 1 if scores else len(self.history["loss"])
+
+    @property
+    def popularity_weight(self) -> float:
+        return max(self.val_ndcg_by_popularity_weight, key=self.val_ndcg_by_popularity_weight.get)
 
     @property
     def served_val_ndcg(self) -> float:
@@ -335,10 +341,17 @@ def train_ranking_model(
     started = time.perf_counter()
     refit = sequences_of(labelled[labelled["split"] != splits.TEST]) if settings.refit_epochs else None
     trained = sequential.train_sequential(data, settings, validate, on_epoch_end, refit)
-    # The towers are trained; on the same validation NDCG@10, EASE's half-life (at a reference ridge
-    # penalty), then its penalty at that half-life, then the transition term's weight beside it, then
-    # the item-item term's weight in the blend: each the best on validation.
-    chooser = ranker_of(dataclasses.replace(trained.validated, item_item_l2=ranking.REFERENCE_L2))
+    # The towers are trained; on the same validation NDCG@10, the weight of their popularity prior,
+    # then EASE's half-life (at a reference ridge penalty), then its penalty at that half-life, then
+    # the transition term's weight beside it, then the item-item term's weight in the blend: each the
+    # best on validation.
+    log_popularity = sequential.log_popularity(data.sequences, len(movie_ids))
+    by_popularity_weight = validation_ndcg(
+        {weight: ranker_of(dataclasses.replace(trained.validated.with_popularity(weight, log_popularity), item_item_weight=0.0)).score_rows for weight in ranking.POPULARITY_WEIGHTS}
+    )
+    popularity_weight = best(by_popularity_weight)
+    validated = trained.validated.with_popularity(popularity_weight, log_popularity)
+    chooser = ranker_of(dataclasses.replace(validated, item_item_l2=ranking.REFERENCE_L2))
     by_half_life = validation_ndcg(chooser.ease_rows_by_half_life(ranking.HALF_LIVES))
     half_life = best(by_half_life)
     l2 = best(validation_ndcg({l2: (lambda rows, l2=l2: chooser.ease_scores(rows, half_life, l2)) for l2 in ranking.ITEM_ITEM_L2S}))
@@ -348,9 +361,13 @@ def train_ranking_model(
     chooser = chooser.using(dataclasses.replace(chooser.model, transition_weight=best(by_transition_weight)))
     by_weight = validation_ndcg(chooser.score_rows_by_weight(ranking.ITEM_ITEM_WEIGHTS))
     model = dataclasses.replace(
-        trained.model, item_item_weight=best(by_weight), item_item_half_life=half_life, item_item_l2=l2, transition_weight=chooser.model.transition_weight
+        trained.model.with_popularity(popularity_weight, log_popularity),
+        item_item_weight=best(by_weight),
+        item_item_half_life=half_life,
+        item_item_l2=l2,
+        transition_weight=chooser.model.transition_weight,
     )
-    return RankingCandidate(model, trained.history, by_half_life, by_transition_weight, by_weight, time.perf_counter() - started)
+    return RankingCandidate(model, trained.history, by_popularity_weight, by_half_life, by_transition_weight, by_weight, time.perf_counter() - started)
 
 
 # Users scored at once by `recommendations`: each users x movies float64 array of a batch (about

@@ -159,3 +159,15 @@ def test_in_batch_negatives_with_log_q_train():
     data, _ = training_data()
     trained = sequential.train_sequential(data, replace(SETTINGS, negatives=sequential.IN_BATCH, epochs=2))
     assert np.isfinite(trained.history["loss"]).all()
+
+
+def test_a_popularity_prior_adds_its_weight_times_each_movies_log_share_to_its_score(trained):
+    data, _ = training_data()
+    log_popularity = sequential.log_popularity(data.sequences, N_MOVIES)
+    counts = np.maximum(np.bincount(data.sequences.movies, minlength=N_MOVIES), 1)
+    np.testing.assert_allclose(np.exp(log_popularity), counts / counts.sum(), rtol=1e-6)
+    users = trained.model.user_vectors(data.sequences, np.arange(5))
+    for weight in (0.0, 0.5):
+        shifted = trained.model.with_popularity(weight, log_popularity)
+        np.testing.assert_allclose(shifted.scores(users), trained.model.scores(users) + weight * log_popularity, rtol=1e-6, atol=1e-6)
+    assert np.array_equal(trained.model.with_popularity(0.0, log_popularity).movie_biases, trained.model.movie_biases)

@@ -153,7 +153,7 @@ def movie_embeddings(accepted_model, movie_features: pd.DataFrame, fitted_scaler
     group_name="model",
     kinds={"numpy", "tensorflow"},
     io_manager_key=io_manager_key("ranking_model"),
-    code_version="7",
+    code_version="8",
     # It reads no rating model, but a retrain whose rating model fails the regression gate must not
     # change what is served either: it runs after accepted_model, like everything it publishes with.
     deps=["accepted_model"],
@@ -174,7 +174,8 @@ def ranking_model(
     per-genre averages, and whose movie tower reads the seed's movie features and an ID embedding.
     Trained on the training ratings to predict each user's next movies (softmax over each batch's
     target movies, log-Q corrected), stopped early on validation NDCG@10 and refitted on training
-    and validation ratings; then the item-item term blended into the served score (EASE fed a
+    and validation ratings, with a share of the movies' log popularity added back to their biases
+    (its weight chosen on validation NDCG@10); then the item-item term blended into the served score (EASE fed a
     recency-weighted history, plus what people rated next: ranking.Transitions) has its penalty,
     half-life and weights chosen on validation NDCG@10 too. Exported as numpy arrays: serving never
     imports TensorFlow. model_evaluation measures it; user_recommendations serves it, each user
@@ -190,6 +191,7 @@ def ranking_model(
         metadata={
             "best_epoch": candidate.best_epoch,
             "epochs_run": len(candidate.history["loss"]),
+            "popularity_weight": candidate.popularity_weight,
             # Text: either may be infinite (plain EASE; the item-item term alone), which JSON cannot hold.
             "item_item_half_life": f"{candidate.model.item_item_half_life:g}",
             "item_item_weight": f"{candidate.model.item_item_weight:g}",
@@ -203,7 +205,9 @@ def ranking_model(
                 }
             ),
             "val_ndcg_by_choice": dg.MetadataValue.md(
-                "| EASE half-life (ratings) | validation NDCG@10 of recency-weighted EASE |\n|---:|---:|\n"
+                "| popularity weight | validation NDCG@10 of the towers |\n|---:|---:|\n"
+                + "\n".join(f"| {weight:g} | {ndcg:.4f} |" for weight, ndcg in candidate.val_ndcg_by_popularity_weight.items())
+                + "\n\n| EASE half-life (ratings) | validation NDCG@10 of recency-weighted EASE |\n|---:|---:|\n"
                 + "\n".join(f"| {half_life:g} | {ndcg:.4f} |" for half_life, ndcg in candidate.val_ndcg_by_half_life.items())
                 + "\n\n| transition weight | validation NDCG@10 of the item-item term |\n|---:|---:|\n"
                 + "\n".join(f"| {weight:g} | {ndcg:.4f} |" for weight, ndcg in candidate.val_ndcg_by_transition_weight.items())

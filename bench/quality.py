@@ -167,7 +167,7 @@ def run_split(ingested: workflow.Ingested, seed: int, method: str, variants: lis
     half_life, weight, transition_weight = ranker.model.item_item_half_life, ranker.model.item_item_weight, ranker.model.transition_weight
     named = {
         "test": f"served: time-aware towers + item-item (weight {weight:g}, half-life {half_life:g}, transition weight {transition_weight:g})",
-        "towers": f"time-aware towers alone, popularity weight {ranker.popularity_weight:g} (ablation)",
+        "towers": "time-aware towers alone, with their popularity prior (ablation)",
         "item_item": f"item-item alone: EASE lambda {ranker.model.item_item_l2:g}, recency-weighted, half-life {half_life:g}, + {transition_weight:g} x transitions, chosen on validation (ablation)",
         "transitions": "what people rated next alone: the transition term, SLIT (ablation)",
         "baseline_ease": f"EASE (lambda {workflow.EASE_L2:g})",

@@ -435,11 +435,11 @@ def test_a_corrupt_new_release_is_refused_and_the_old_one_keeps_serving(own_data
     with running_service(own_data_dir) as service:
         before = service.client.get(f"/v1/users/{user_id}/recommendations").json()
         write_json_atomically(folder / releases.CURRENT, {"release_id": "29990101T000000Z-corrupt"})
+        # The refusal is logged before /readyz shows it: wait for /readyz, then the line is there.
+        ready = service.wait_for_readiness(lambda ready: ready["refused"] is not None)
+        assert ready["release_id"] == good.release_id and str(damaged) in ready["refused"]["reason"]
         line = service.wait_for_log("refused the new current release")
         assert good.release_id in line and str(damaged) in line and "corrupt" in line
-        ready = service.client.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["release_id"] == good.release_id
-        assert str(damaged) in ready.json()["refused"]["reason"]
         assert service.client.get(f"/v1/users/{user_id}/recommendations").json() == before
         assert re.search(r"recsys_release_refusals_total 1\.0", service.client.get("/metrics").text)
         # Rolling back to the release served clears the refusal.

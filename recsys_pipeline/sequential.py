@@ -409,6 +409,44 @@ class _Towers:
         )
 
 
+class FusedAdam:
+    """Adam with Keras's defaults (beta_1 0.9, beta_2 0.999, epsilon 1e-7, the same update as
+    `keras.optimizers.Adam`), each variable updated by TensorFlow's fused kernel in one pass. Keras 3's
+    Adam updates op by op; on CPU that memory traffic over the two movie tables (movies x dimensions
+    each) was a third of a training step."""
+
+    BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
+
+    def __init__(self, learning_rate: float):
+        self.learning_rate = learning_rate
+
+    def build(self, variables) -> None:
+        """Create the moments before the step is traced (variables created in a trace make TensorFlow trace twice)."""
+        import tensorflow as tf
+
+        self.moments = [(tf.Variable(tf.zeros(variable.shape)), tf.Variable(tf.zeros(variable.shape))) for variable in variables]
+        self.iterations = tf.Variable(0.0)
+
+    def apply(self, gradients, variables) -> None:
+        import tensorflow as tf
+
+        self.iterations.assign_add(1.0)
+        beta_1_power, beta_2_power = tf.pow(self.BETA_1, self.iterations), tf.pow(self.BETA_2, self.iterations)
+        for gradient, variable, (m, v) in zip(gradients, variables, self.moments, strict=True):
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle,
+                m=m.handle,
+                v=v.handle,
+                beta1_power=beta_1_power,
+                beta2_power=beta_2_power,
+                lr=tf.constant(self.learning_rate),
+                beta1=tf.constant(self.BETA_1),
+                beta2=tf.constant(self.BETA_2),
+                epsilon=tf.constant(self.EPSILON),
+                grad=tf.convert_to_tensor(gradient),
+            )
+
+
 def log_popularity(sequences: Sequences, n_movies: int) -> np.ndarray:
     """Log of each movie's share of the ratings in `sequences` (a movie never rated counts as rated
     once): in-batch negatives draw candidates in this proportion, and the log-Q correction subtracts it."""
@@ -462,20 +500,20 @@ def train_sequential(
     those sequences, so that movies first rated in the validation period get embeddings (9.5% of
     the test ratings of the chronological protocol are of movies with no training rating).
     History: loss, val_ndcg_at_10, seconds."""
-    import keras
     import tensorflow as tf
 
     sequences = data.sequences
     n_movies = len(data.movie_ids)
     towers = _Towers(n_movies, data.movie_content.shape[1], data.user_content.shape[1], settings)
-    optimizer = keras.optimizers.Adam(settings.learning_rate)
+    optimizer = FusedAdam(settings.learning_rate)
     movie_content = tf.constant(data.movie_content, dtype="float32")
     user_content = tf.constant(data.user_content if settings.user_content else np.zeros((len(data.user_content), 0)), dtype="float32")
     log_q = tf.constant(log_popularity(sequences, n_movies))
     variables = towers.variables
+    optimizer.build(variables)
     ints = tf.TensorSpec([None, None], "int32")
 
-    @tf.function(input_signature=[tf.TensorSpec([None], "int32"), ints, ints, tf.TensorSpec([None], "int32"), ints, tf.TensorSpec([None, None], "float32")])
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], "int32"), ints, ints, tf.TensorSpec([None], "int32"), ints, tf.TensorSpec([None, None], "float32")])
     def step(users, history, gaps, lengths, targets, target_valid):
         with tf.GradientTape() as tape:
             vectors = towers.users(towers.history_vectors(movie_content), history, gaps, lengths, tf.gather(user_content, users))
@@ -506,7 +544,7 @@ def train_sequential(
             log_probs = tf.nn.log_softmax(logits, axis=1)
             picked = tf.gather(log_probs, labels, batch_dims=1)
             loss = -tf.reduce_sum(picked * target_valid) / tf.maximum(tf.reduce_sum(target_valid), 1.0)
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
 
     rng = np.random.default_rng(settings.seed)

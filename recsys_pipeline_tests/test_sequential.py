@@ -171,3 +171,20 @@ def test_a_popularity_prior_adds_its_weight_times_each_movies_log_share_to_its_s
         shifted = trained.model.with_popularity(weight, log_popularity)
         np.testing.assert_allclose(shifted.scores(users), trained.model.scores(users) + weight * log_popularity, rtol=1e-6, atol=1e-6)
     assert np.array_equal(trained.model.with_popularity(0.0, log_popularity).movie_biases, trained.model.movie_biases)
+
+
+def test_the_fused_adam_makes_keras_adams_updates():
+    import keras
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(40, 8)).astype("float32")
+    gradients = [rng.normal(size=(40, 8)).astype("float32") for _ in range(5)]
+    fused_variable, keras_variable = tf.Variable(start), keras.Variable(start)
+    fused, reference = sequential.FusedAdam(0.01), keras.optimizers.Adam(0.01)
+    fused.build([fused_variable])
+    for gradient in gradients:
+        fused.apply([tf.constant(gradient)], [fused_variable])
+        reference.apply_gradients([(tf.constant(gradient), keras_variable)])
+    assert not np.allclose(fused_variable.numpy(), start)
+    np.testing.assert_allclose(fused_variable.numpy(), keras_variable.numpy(), rtol=1e-5, atol=1e-6)

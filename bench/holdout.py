@@ -11,8 +11,11 @@ are recsys_pipeline.evaluation's, over the users with a hidden rating.
 A user's latest ratings are ordered by (timestamp, movieId); each user with n ratings hides
 floor(share x n) of them, at least one when n >= 2 (a user with one rating hides none).
 
+`--config FILE` runs the graph with a Dagster run config instead of the defaults, e.g. the random
+split's configuration (`ops: {rating_splits: {config: {method: random}}}`) against a random share.
+
 Usage: PYTHONPATH=. python -m bench.holdout [--hide latest random] [--share 0.1] [--seed 47005]
-       [--data DIR] [--json out.json]
+       [--config run_config.yaml] [--data DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from bench.common import ML_LATEST_SMALL
 from recsys_pipeline import evaluation, layout, movielens, ranking
@@ -50,14 +54,14 @@ def hidden_mask(ratings: pd.DataFrame, how: str, share: float, seed: int) -> np.
     return rank < n_hidden
 
 
-def run_graph(source: Path, data_dir: Path, seed: int) -> pd.DataFrame:
-    """Every asset with its defaults, in process; the served lists."""
+def run_graph(source: Path, data_dir: Path, seed: int, run_config: dict | None = None) -> pd.DataFrame:
+    """Every asset with its defaults (or `run_config`), in process; the served lists."""
     import dagster as dg
 
     from recsys_pipeline.definitions import build_definitions
 
     defs = build_definitions(str(source), data_dir, seed=seed)
-    result = defs.resolve_job_def("recsys_pipeline").execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    result = defs.resolve_job_def("recsys_pipeline").execute_in_process(run_config=run_config or {}, instance=dg.DagsterInstance.ephemeral())
     if not result.success:
         raise SystemExit("the graph failed on the visible ratings")
     return pd.read_parquet(layout.artifact_path(data_dir, "user_recommendations"))
@@ -72,7 +76,7 @@ def served_scorer(served: pd.DataFrame, user_ids: np.ndarray, movie_ids: np.ndar
     return lambda user_rows: scores[user_rows]
 
 
-def measure(ratings: pd.DataFrame, movies: pd.DataFrame, how: str, share: float, seed: int) -> list[dict]:
+def measure(ratings: pd.DataFrame, movies: pd.DataFrame, how: str, share: float, seed: int, run_config: dict | None = None) -> list[dict]:
     hidden = hidden_mask(ratings, how, share, seed)
     visible = ratings[~hidden]
     with tempfile.TemporaryDirectory(prefix="holdout-") as scratch:
@@ -81,7 +85,7 @@ def measure(ratings: pd.DataFrame, movies: pd.DataFrame, how: str, share: float,
         visible.to_csv(source / movielens.RATINGS_FILE, index=False)
         movies.to_csv(source / movielens.MOVIES_FILE, index=False)
         started = time.perf_counter()
-        served = run_graph(source, Path(scratch) / "data", seed)
+        served = run_graph(source, Path(scratch) / "data", seed, run_config)
         graph_seconds = time.perf_counter() - started
     user_ids, movie_ids = np.unique(ratings["userId"]), movies["movieId"].to_numpy()
     seen = (pd.Index(user_ids).get_indexer(visible["userId"]), pd.Index(movie_ids).get_indexer(visible["movieId"]))
@@ -97,7 +101,7 @@ def measure(ratings: pd.DataFrame, movies: pd.DataFrame, how: str, share: float,
         "most popular": lambda user_rows: np.broadcast_to(popularity, (len(user_rows), len(movie_ids))),
     }
     figures = evaluation.ranking_metrics_by_scorer(scorers, seen, relevant, len(movie_ids))
-    base = {"hidden": how, "share": share, "seed": seed, "hidden_ratings": int(hidden.sum()), "graph_seconds": round(graph_seconds, 1)}
+    base = {"hidden": how, "share": share, "seed": seed, "run_config": run_config or {}, "hidden_ratings": int(hidden.sum()), "graph_seconds": round(graph_seconds, 1)}
     return [{**base, "model": name, **{metric: round(value, 4) for metric, value in values.items()}} for name, values in figures.items()]
 
 
@@ -107,13 +111,15 @@ def main() -> None:
     parser.add_argument("--hide", nargs="+", default=[LATEST, RANDOM], choices=[LATEST, RANDOM])
     parser.add_argument("--share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=47005)
+    parser.add_argument("--config", type=Path, help="a Dagster run config (YAML) for the graph; default: every asset's defaults")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    run_config = yaml.safe_load(args.config.read_text()) if args.config else None
     movies = movielens.read_movies(args.data)
     ratings = movielens.read_ratings(args.data)
     rows = []
     for how in args.hide:
-        rows += measure(ratings, movies, how, args.share, args.seed)
+        rows += measure(ratings, movies, how, args.share, args.seed, run_config)
     for row in rows:
         print(f"{row['hidden']:>7} | {row['model']:<70} | P@10 {row['precision_at_10']:.4f} | NDCG@10 {row['ndcg_at_10']:.4f} | R@20 {row['recall_at_20']:.4f}")
     if args.json:

@@ -97,6 +97,24 @@ def training_rows(splits: pd.DataFrame) -> pd.DataFrame:
     return splits[splits["split"] == TRAIN]
 
 
+def share_after_training(splits: pd.DataFrame, split: str = VALIDATION) -> float:
+    """The share of the `split` ratings that come after every training rating of their user, in
+    (timestamp, movieId) order: 1 for the chronological split (held-out ratings follow the known ones,
+    as when serving), about the held-out share of a user's ratings for the random split (interleaved).
+    NaN when `split` has no rating."""
+    held = splits[splits["split"] == split]
+    if held.empty:
+        return math.nan
+    train = training_rows(splits)
+    order = np.lexsort((train["movieId"].to_numpy(), train["timestamp"].to_numpy()))
+    latest = train.iloc[order].groupby("userId", sort=False)[["timestamp", "movieId"]].last()
+    known = latest.reindex(held["userId"].to_numpy())
+    later = (held["timestamp"].to_numpy() > known["timestamp"].to_numpy()) | (
+        (held["timestamp"].to_numpy() == known["timestamp"].to_numpy()) & (held["movieId"].to_numpy() > known["movieId"].to_numpy())
+    )
+    return float(np.mean(later | known["timestamp"].isna().to_numpy()))
+
+
 def validation_fingerprint(splits: pd.DataFrame) -> str:
     """SHA-256 (hex) of the validation ratings: their (userId, movieId, rating, timestamp) rows,
     sorted in that column order, as little-endian int64, int64, float64, int64. The same validation

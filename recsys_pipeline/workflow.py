@@ -266,6 +266,13 @@ def _pairs(ratings: pd.DataFrame, user_features: pd.DataFrame, movie_features: p
 
 # EASE's ridge penalty as published for ml-latest-small: the peer model_evaluation reports.
 EASE_L2 = 100.0
+# How the item-item weight is chosen, by where the validation ratings lie in each user's ratings
+# (splits.share_after_training: most of them after the user's training ratings, or not).
+FOLLOWING, INTERLEAVED = "following", "interleaved"
+ITEM_ITEM_WEIGHT_RULES = {
+    FOLLOWING: "the best on validation (validation ratings follow the training ones, as what serving predicts follows what it knows)",
+    INTERLEAVED: "the largest within one standard error of the best on validation (validation ratings interleaved with the training ones)",
+}
 
 
 @dataclass(frozen=True)
@@ -280,6 +287,7 @@ class RankingCandidate:
     val_ndcg_by_half_life: dict[float, float]
     val_ndcg_by_transition_weight: dict[float, float]
     val_ndcg_by_item_item_weight: dict[float, float]
+    item_item_weight_rule: str
     training_seconds: float
 
     @property
@@ -303,7 +311,7 @@ def train_ranking_model(
     """Train the time-aware towers on each user's training ratings in order, stopping early on
     validation NDCG@10 (candidates: movies not rated in training); refit on training and validation
     ratings; then choose the item-item term's ridge penalty, half-life, transition weight and weight
-    on the same validation NDCG@10."""
+    on the same validation NDCG@10 (the weight by `ITEM_ITEM_WEIGHT_RULES`)."""
     from recsys_pipeline import sequential
 
     train = splits.training_rows(labelled)
@@ -319,10 +327,13 @@ def train_ranking_model(
         sequences_of(train), movie_ids, scalers.movie.transform(movie_features).astype("float32"), scalers.user.transform(user_features).astype("float32")
     )
 
-    def validation_ndcg(scorers: dict) -> dict[object, float]:
-        """Validation NDCG@10 of each scorer (candidates: movies not rated in training)."""
-        figures = evaluation.ranking_metrics_by_scorer(scorers, train_pairs, held, len(movie_features), max_users=settings.validation_users or len(user_features))
+    def validation_ndcg_by_user(scorers: dict) -> dict[object, np.ndarray]:
+        """Validation NDCG@10 of each scorer per validation user (candidates: movies not rated in training)."""
+        figures = evaluation.per_user_ranking_metrics(scorers, train_pairs, held, len(movie_features), max_users=settings.validation_users or len(user_features))
         return {key: values[f"ndcg_at_{evaluation.RANKING_CUTOFF}"] for key, values in figures.items()}
+
+    def validation_ndcg(scorers: dict) -> dict[object, float]:
+        return mean_by_choice(validation_ndcg_by_user(scorers))
 
     def best(figures: dict[object, float]):
         return max(figures, key=figures.get)
@@ -343,8 +354,8 @@ def train_ranking_model(
     trained = sequential.train_sequential(data, settings, validate, on_epoch_end, refit)
     # The towers are trained; on the same validation NDCG@10, the weight of their popularity prior,
     # then EASE's half-life (at a reference ridge penalty), then its penalty at that half-life, then
-    # the transition term's weight beside it, then the item-item term's weight in the blend: each the
-    # best on validation.
+    # the transition term's weight beside it, each the best on validation; then the item-item term's
+    # weight in the blend.
     log_popularity = sequential.log_popularity(data.sequences, len(movie_ids))
     by_popularity_weight = validation_ndcg(
         {weight: ranker_of(dataclasses.replace(trained.validated.with_popularity(weight, log_popularity), item_item_weight=0.0)).score_rows for weight in ranking.POPULARITY_WEIGHTS}
@@ -359,15 +370,41 @@ def train_ranking_model(
     chooser = chooser.using(dataclasses.replace(chooser.model, item_item_half_life=half_life, item_item_l2=l2))
     by_transition_weight = validation_ndcg(chooser.item_item_rows_by_transition_weight(ranking.TRANSITION_WEIGHTS))
     chooser = chooser.using(dataclasses.replace(chooser.model, transition_weight=best(by_transition_weight)))
-    by_weight = validation_ndcg(chooser.score_rows_by_weight(ranking.ITEM_ITEM_WEIGHTS))
+    by_weight_by_user = validation_ndcg_by_user(chooser.score_rows_by_weight(ranking.ITEM_ITEM_WEIGHTS))
+    by_weight = mean_by_choice(by_weight_by_user)
+    # Validation knows all of a user's ratings before the validated ones when these come last (the
+    # chronological split), as serving does: the best weight. When they are interleaved with the
+    # training ones (the random split), serving knows more of each user's ratings than validation
+    # did, which is worth more to the item-item term than to the towers (they read the latest
+    # `max_history`): the largest weight that validation cannot tell from the best.
+    interleaved = splits.share_after_training(labelled) < 0.5
     model = dataclasses.replace(
         trained.model.with_popularity(popularity_weight, log_popularity),
-        item_item_weight=best(by_weight),
+        item_item_weight=max(within_one_standard_error(by_weight_by_user)) if interleaved else best(by_weight),
         item_item_half_life=half_life,
         item_item_l2=l2,
         transition_weight=chooser.model.transition_weight,
     )
-    return RankingCandidate(model, trained.history, by_popularity_weight, by_half_life, by_transition_weight, by_weight, time.perf_counter() - started)
+    return RankingCandidate(model, trained.history, by_popularity_weight, by_half_life, by_transition_weight, by_weight, ITEM_ITEM_WEIGHT_RULES[INTERLEAVED if interleaved else FOLLOWING], time.perf_counter() - started)
+
+
+def mean_by_choice(ndcg_by_choice: dict[float, np.ndarray]) -> dict[float, float]:
+    return {choice: float(np.mean(values)) for choice, values in ndcg_by_choice.items()}
+
+
+def within_one_standard_error(ndcg_by_choice: dict[float, np.ndarray]) -> list[float]:
+    """The choices whose mean validation NDCG@10 (per user, the same users for each choice) is within
+    one standard error of the best choice's, the error of the mean of the two choices' per-user
+    differences (the one-standard-error rule); the best included."""
+    means = mean_by_choice(ndcg_by_choice)
+    best = max(means, key=means.get)
+
+    def within(choice: float) -> bool:
+        difference = ndcg_by_choice[best] - ndcg_by_choice[choice]
+        standard_error = np.std(difference, ddof=1) / math.sqrt(len(difference)) if len(difference) > 1 else 0.0
+        return float(np.mean(difference)) <= standard_error
+
+    return [choice for choice in ndcg_by_choice if within(choice)]
 
 
 # Users scored at once by `recommendations`: each users x movies float64 array of a batch (about

@@ -1,7 +1,9 @@
 """workflow.train_ranking_model's choices on validation, on a small synthetic MovieLens."""
 
 import dataclasses
+import math
 
+import numpy as np
 import pytest
 
 from recsys_pipeline import ranking, splits, workflow
@@ -23,8 +25,23 @@ def test_the_popularity_prior_is_the_best_of_its_weights_on_the_early_stopping_v
     assert by_weight[0.0] == pytest.approx(max(candidate.history["val_ndcg_at_10"]), abs=1e-12)
 
 
-def test_each_item_item_choice_is_the_best_on_validation(candidate):
+def test_each_item_item_choice_is_the_best_on_a_validation_that_follows_training(candidate):
     model = candidate.model
     assert candidate.val_ndcg_by_half_life[model.item_item_half_life] == max(candidate.val_ndcg_by_half_life.values())
     assert candidate.val_ndcg_by_transition_weight[model.transition_weight] == max(candidate.val_ndcg_by_transition_weight.values())
+    assert candidate.item_item_weight_rule == workflow.ITEM_ITEM_WEIGHT_RULES[workflow.FOLLOWING]
     assert candidate.served_val_ndcg == max(candidate.val_ndcg_by_item_item_weight.values())
+
+
+def test_the_choices_validation_cannot_tell_from_the_best_are_those_within_one_standard_error():
+    # Per-user NDCG of four weights: 1 is best; 2 trails it by 0.0125, under one standard error of
+    # the paired differences (0.031); inf trails it by 0.1 for every user, far more than its error (0).
+    by_weight = {
+        0.0: np.array([0.1, 0.2, 0.1, 0.2]),
+        1.0: np.array([0.5, 0.6, 0.5, 0.6]),
+        2.0: np.array([0.5, 0.5, 0.5, 0.65]),
+        math.inf: np.array([0.4, 0.5, 0.4, 0.5]),
+    }
+    assert workflow.within_one_standard_error(by_weight) == [1.0, 2.0]
+    # A constant difference per user has no error: the best only.
+    assert workflow.within_one_standard_error({1.0: np.ones(3), 2.0: np.full(3, 0.9)}) == [1.0]

@@ -68,6 +68,19 @@ def test_the_chronological_split_cuts_the_timeline_when_no_user_has_enough_ratin
     assert labelled.loc[labelled["userId"] == 99, "split"].tolist().count("test") == 1
 
 
+def test_validation_ratings_follow_the_training_ones_on_the_chronological_split_only():
+    rng = np.random.default_rng(4)
+    ratings = pd.DataFrame(
+        {"userId": np.repeat(np.arange(40), 30), "movieId": np.tile(np.arange(30), 40), "rating": 3.0, "timestamp": rng.integers(0, 50, 1200)}
+    )  # many same-second ratings: movieId orders them
+    assert splits.share_after_training(splits.assign_splits(ratings, method=splits.CHRONOLOGICAL)) == 1.0
+    assert splits.share_after_training(splits.assign_splits(ratings, seed=4, method=splits.RANDOM)) < 0.5
+    # A user with validation ratings and no training one: nothing of theirs is known, so theirs follow.
+    alone = pd.DataFrame({"userId": [1, 1, 2], "movieId": [1, 2, 3], "rating": 3.0, "timestamp": [5, 1, 9], "split": pd.Categorical(["train", "validation", "validation"], categories=list(splits.SPLITS))})
+    assert splits.share_after_training(alone) == pytest.approx(0.5)
+    assert np.isnan(splits.share_after_training(alone, splits.TEST))
+
+
 def test_too_few_ratings_to_split_are_refused_in_one_line():
     ratings = pd.DataFrame({"userId": [1, 1, 2, 2, 3], "movieId": [1, 2, 1, 3, 4], "rating": 3.0, "timestamp": [1, 2, 3, 4, 5]})
     labelled = splits.assign_splits(ratings, method=splits.CHRONOLOGICAL)

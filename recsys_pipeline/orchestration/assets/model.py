@@ -153,7 +153,7 @@ def movie_embeddings(accepted_model, movie_features: pd.DataFrame, fitted_scaler
     group_name="model",
     kinds={"numpy", "tensorflow"},
     io_manager_key=io_manager_key("ranking_model"),
-    code_version="9",
+    code_version="10",
     # It reads no rating model, but a retrain whose rating model fails the regression gate must not
     # change what is served either: it runs after accepted_model, like everything it publishes with.
     deps=["accepted_model"],
@@ -197,6 +197,7 @@ def ranking_model(
             "item_item_weight": f"{candidate.model.item_item_weight:g}",
             "item_item_l2": candidate.model.item_item_l2,
             "transition_weight": candidate.model.transition_weight,
+            "item_item_weight_rule": candidate.item_item_weight_rule,
             **rounded(
                 {
                     "best_val_ndcg_at_10": max(candidate.history["val_ndcg_at_10"]),

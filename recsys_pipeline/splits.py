@@ -102,17 +102,21 @@ def share_after_training(splits: pd.DataFrame, split: str = VALIDATION) -> float
     (timestamp, movieId) order: 1 for the chronological split (held-out ratings follow the known ones,
     as when serving), about the held-out share of a user's ratings for the random split (interleaved).
     NaN when `split` has no rating."""
-    held = splits[splits["split"] == split]
-    if held.empty:
+    held = (splits["split"] == split).to_numpy()
+    if not held.any():
         return math.nan
-    train = training_rows(splits)
-    order = np.lexsort((train["movieId"].to_numpy(), train["timestamp"].to_numpy()))
-    latest = train.iloc[order].groupby("userId", sort=False)[["timestamp", "movieId"]].last()
-    known = latest.reindex(held["userId"].to_numpy())
-    later = (held["timestamp"].to_numpy() > known["timestamp"].to_numpy()) | (
-        (held["timestamp"].to_numpy() == known["timestamp"].to_numpy()) & (held["movieId"].to_numpy() > known["movieId"].to_numpy())
-    )
-    return float(np.mean(later | known["timestamp"].isna().to_numpy()))
+    # Each user's latest training rating in (timestamp, movieId) order, from three columns of the
+    # training rows (no copy of the whole table: at 25M ratings each column is 70-140 MB).
+    trained = (splits["split"] == TRAIN).to_numpy()
+    users, times, movies = (splits[column].to_numpy()[trained] for column in ("userId", "timestamp", "movieId"))
+    latest_time = pd.Series(times).groupby(users).max()
+    at_latest = times == latest_time.reindex(users).to_numpy()
+    latest_movie = pd.Series(movies[at_latest]).groupby(users[at_latest]).max()
+    held_users = splits["userId"].to_numpy()[held]
+    known_time, known_movie = latest_time.reindex(held_users).to_numpy(), latest_movie.reindex(held_users).to_numpy()
+    held_times, held_movies = splits["timestamp"].to_numpy()[held], splits["movieId"].to_numpy()[held]
+    later = (held_times > known_time) | ((held_times == known_time) & (held_movies > known_movie)) | np.isnan(known_time.astype("float64"))
+    return float(np.mean(later))
 
 
 def validation_fingerprint(splits: pd.DataFrame) -> str:

@@ -314,6 +314,8 @@ def train_ranking_model(
     on the same validation NDCG@10 (the weight by `ITEM_ITEM_WEIGHT_RULES`)."""
     from recsys_pipeline import sequential
 
+    # Measured before training, while memory is low: at 25M ratings it reads every training rating.
+    interleaved = splits.share_after_training(labelled) < 0.5
     train = splits.training_rows(labelled)
     train_pairs = _pairs(train, user_features, movie_features)
     held = _pairs(labelled[labelled["split"] == splits.VALIDATION], user_features, movie_features)
@@ -377,7 +379,6 @@ def train_ranking_model(
     # training ones (the random split), serving knows more of each user's ratings than validation
     # did, which is worth more to the item-item term than to the towers (they read the latest
     # `max_history`): the largest weight that validation cannot tell from the best.
-    interleaved = splits.share_after_training(labelled) < 0.5
     model = dataclasses.replace(
         trained.model.with_popularity(popularity_weight, log_popularity),
         item_item_weight=max(within_one_standard_error(by_weight_by_user)) if interleaved else best(by_weight),

@@ -597,7 +597,9 @@ def top_movies(scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -
     # The k-th best score of each row, selected from the negated scores with a small kth: numpy's
     # selection near the far end of a row with many equal scores (movies outside the item-item
     # term, excluded ones at -inf) took up to 20x longer.
-    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
+    negated = np.negative(scores)
+    negated.partition(k - 1, axis=1)  # in place: one copy of the scores, not two
+    kth = -negated[:, k - 1 : k]
     chosen = scores >= kth
     # Only where more movies tie at the k-th score than slots remain are the lower columns kept.
     crowded = np.flatnonzero(chosen.sum(axis=1) > k)

@@ -319,7 +319,13 @@ class ItemItem:
             spread, diagonal = self._solution(l2)
             # Z·B = Z - Z·P / diag(P), P = (X'X + l2 I)^-1 = (I - X'(l2 I + XX')^-1 X) / l2.
             scores = scoring.toarray()
-            scores -= (scores - (scoring @ self._rated.T) @ spread) / l2 / diagonal
+            # Z - (Z - Z·X'·spread) / l2 / diag(P), computed in place: the same numbers, one users x
+            # movies temporary instead of four.
+            correction = (scoring @ self._rated.T) @ spread
+            correction -= scores
+            correction /= l2
+            correction /= diagonal
+            scores += correction
             every_movie = np.arange(self._shape[1])
             return lambda user_rows: ColumnScores.of(every_movie, scores[user_rows], self._shape[1])
         (movie_weights,) = self._solution(l2)

@@ -20,6 +20,7 @@ ASSET_FORMATS = {
     "movie_embeddings": "npy",
     "embedding_distance_matrix": "npy",
     "ranking_model": "npz",
+    "held_out_ranking_model": "npz",
 }
 RELEASES_DIR = "releases"
 # What a consumer (the `recsys` command, a serving system) reads: published together as one release.

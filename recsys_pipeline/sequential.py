@@ -490,15 +490,18 @@ def train_sequential(
     validate: Callable[[SequentialModel], float] | None = None,
     on_epoch_end: Callable[[int, float, float | None], None] | None = None,
     refit: Sequences | None = None,
+    serving: Sequences | None = None,
 ) -> Trained:
     """Train for `settings.epochs` epochs, or, with `validate` (exported model -> validation NDCG@10),
     stop after `patience` epochs without progress and return the best epoch's model (its two-tower
     part: the item-item term is chosen afterwards, `choose_half_life`, `choose_blend_weight`).
 
-    With `refit` (the users' sequences with their validation ratings too: every rating the served
-    model will know), the best epoch's weights then train `settings.refit_epochs` more epochs on
+    With `refit` (the users' sequences with their validation ratings too: every rating the held-out
+    evaluation knows), the best epoch's weights then train `settings.refit_epochs` more epochs on
     those sequences, so that movies first rated in the validation period get embeddings (9.5% of
-    the test ratings of the chronological protocol are of movies with no training rating).
+    the test ratings of the chronological protocol are of movies with no training rating). With
+    `serving` (every rating, test included), that model then trains `settings.serving_epochs` more
+    epochs on them: the model to serve, which knows the latest ratings as the item-item term does.
     History: loss, val_ndcg_at_10, seconds."""
     import tensorflow as tf
 
@@ -593,16 +596,29 @@ def train_sequential(
             history.setdefault("refit_loss", []).append(run_epoch(refit))
         refitted = towers.export(data)
         history["seconds"].append(time.perf_counter() - started)
-    return Trained(best, refitted if refitted is not None else best, history)
+    held_out = refitted if refitted is not None else best
+    served = held_out
+    if serving is not None and settings.serving_epochs:
+        if refitted is None and best_weights is not None:
+            for variable, value in zip(variables, best_weights, strict=True):
+                variable.assign(value)
+        for _ in range(settings.serving_epochs):
+            history.setdefault("serving_loss", []).append(run_epoch(serving))
+        served = towers.export(data)
+        history["seconds"].append(time.perf_counter() - started)
+    return Trained(best, held_out, served, history)
 
 
 @dataclass(frozen=True)
 class Trained:
     """`validated`: the best epoch's model on validation (choose the item-item term with it);
-    `model`: the one to serve, `validated` refitted on every known rating when asked, else the same."""
+    `model`: the held-out model, `validated` refitted on training and validation ratings when asked,
+    else the same (what the test split measures); `served`: `model` trained on every rating when
+    asked, else the same."""
 
     validated: SequentialModel
     model: SequentialModel
+    served: SequentialModel
     history: dict[str, list[float]]
 
     @property

@@ -135,6 +135,11 @@ class RankingSettings:
         ge=0,
     )
     refit_epochs: int = _setting(2, "epochs on training and validation ratings after early stopping, so movies first rated in validation are learned", ge=0)
+    serving_epochs: int = _setting(
+        1,
+        "epochs on every rating, test included, after the held-out model (what model_evaluation measures) is exported: the served model learns the latest ratings too; 0: serve the held-out model",
+        ge=0,
+    )
     seed: int = field(default=DEFAULT_SEED, metadata={"ge": 0, "le": MAX_SEED})
 
     def __post_init__(self) -> None:

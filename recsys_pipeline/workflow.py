@@ -279,9 +279,12 @@ ITEM_ITEM_WEIGHT_RULES = {
 class RankingCandidate:
     """The trained time-aware ranking model, exported with its popularity prior (`popularity_weight`)
     and the item-item term's penalty, half-life, transition weight and weight, its training history
-    and what validation said of each choice."""
+    and what validation said of each choice. `model` has not seen the test ratings (what the test
+    split measures); `served` is the same model trained on every rating too (what users get), with
+    the same choices."""
 
     model: SequentialModel
+    served: SequentialModel
     history: dict[str, list[float]]
     val_ndcg_by_popularity_weight: dict[float, float]
     val_ndcg_by_half_life: dict[float, float]
@@ -310,8 +313,9 @@ def train_ranking_model(
 ) -> RankingCandidate:
     """Train the time-aware towers on each user's training ratings in order, stopping early on
     validation NDCG@10 (candidates: movies not rated in training); refit on training and validation
-    ratings; then choose the item-item term's ridge penalty, half-life, transition weight and weight
-    on the same validation NDCG@10 (the weight by `ITEM_ITEM_WEIGHT_RULES`)."""
+    ratings (the held-out model), then on every rating (the served one); then choose the item-item
+    term's ridge penalty, half-life, transition weight and weight on the same validation NDCG@10 (the
+    weight by `ITEM_ITEM_WEIGHT_RULES`)."""
     from recsys_pipeline import sequential
 
     # Measured before training, while memory is low: at 25M ratings it reads every training rating.
@@ -353,7 +357,8 @@ def train_ranking_model(
 
     started = time.perf_counter()
     refit = sequences_of(labelled[labelled["split"] != splits.TEST]) if settings.refit_epochs else None
-    trained = sequential.train_sequential(data, settings, validate, on_epoch_end, refit)
+    serving = sequences_of(labelled) if settings.serving_epochs else None
+    trained = sequential.train_sequential(data, settings, validate, on_epoch_end, refit, serving)
     # The towers are trained; on the same validation NDCG@10, the weight of their popularity prior,
     # then EASE's half-life (at a reference ridge penalty), then its penalty at that half-life, then
     # the transition term's weight beside it, each the best on validation; then the item-item term's
@@ -379,14 +384,24 @@ def train_ranking_model(
     # training ones (the random split), serving knows more of each user's ratings than validation
     # did, which is worth more to the item-item term than to the towers (they read the latest
     # `max_history`): the largest weight that validation cannot tell from the best.
-    model = dataclasses.replace(
-        trained.model.with_popularity(popularity_weight, log_popularity),
-        item_item_weight=max(within_one_standard_error(by_weight_by_user)) if interleaved else best(by_weight),
-        item_item_half_life=half_life,
-        item_item_l2=l2,
-        transition_weight=chooser.model.transition_weight,
+    choices = {
+        "item_item_weight": max(within_one_standard_error(by_weight_by_user)) if interleaved else best(by_weight),
+        "item_item_half_life": half_life,
+        "item_item_l2": l2,
+        "transition_weight": chooser.model.transition_weight,
+    }
+    held_out, served = (dataclasses.replace(towers.with_popularity(popularity_weight, log_popularity), **choices) for towers in (trained.model, trained.served))
+    return RankingCandidate(
+        held_out,
+        served,
+        trained.history,
+        by_popularity_weight,
+        by_half_life,
+        by_transition_weight,
+        by_weight,
+        ITEM_ITEM_WEIGHT_RULES[INTERLEAVED if interleaved else FOLLOWING],
+        time.perf_counter() - started,
     )
-    return RankingCandidate(model, trained.history, by_popularity_weight, by_half_life, by_transition_weight, by_weight, ITEM_ITEM_WEIGHT_RULES[INTERLEAVED if interleaved else FOLLOWING], time.perf_counter() - started)
 
 
 def mean_by_choice(ndcg_by_choice: dict[float, np.ndarray]) -> dict[float, float]:

@@ -23,7 +23,7 @@ RETRAIN_JOB = "recsys_pipeline"
 ASSETS_WITHOUT_CONDITION = {"raw_movies", "raw_ratings"}  # roots: the sensor and the schedule refresh them
 MODEL_SIDE = {
     "accepted_model", "movie_embeddings", "embedding_distance_matrix", "similar_movies", "model_evaluation",
-    "ranking_model", "user_recommendations", "release",
+    "ranking_model", "held_out_ranking_model", "user_recommendations", "release",
 }
 
 

@@ -33,6 +33,23 @@ def test_each_item_item_choice_is_the_best_on_a_validation_that_follows_training
     assert candidate.served_val_ndcg == max(candidate.val_ndcg_by_item_item_weight.values())
 
 
+def test_the_served_model_is_the_held_out_one_trained_on_every_rating_with_the_same_choices(candidate, synthetic_movielens_dir):
+    held_out, served = candidate.model, candidate.served
+    choices = ("item_item_weight", "item_item_half_life", "item_item_l2", "transition_weight")
+    assert [getattr(served, name) for name in choices] == [getattr(held_out, name) for name in choices]
+    assert len(candidate.history["serving_loss"]) == RankingSettings().serving_epochs
+    # Trained further: every table the towers learn has moved.
+    for name in ("movie_vectors", "history_vectors", "movie_biases", "out_projection"):
+        assert not np.array_equal(getattr(served, name), getattr(held_out, name)), name
+    # Without serving epochs the served model is the held-out one.
+    feature_set = workflow.build_features(workflow.ingest(synthetic_movielens_dir), seed=3, method=splits.CHRONOLOGICAL)
+    settings = dataclasses.replace(RankingSettings(seed=3), dimensions=16, epochs=1, patience=1, serving_epochs=0)
+    without = workflow.train_ranking_model(feature_set.labelled, feature_set.user_features, feature_set.movie_features, feature_set.scalers, settings)
+    assert "serving_loss" not in without.history
+    for name, value in without.model.arrays().items():
+        np.testing.assert_array_equal(without.served.arrays()[name], value, err_msg=name)
+
+
 def test_the_choices_validation_cannot_tell_from_the_best_are_those_within_one_standard_error():
     # Per-user NDCG of four weights: 1 is best; 2 trails it by 0.0125, under one standard error of
     # the paired differences (0.031); inf trails it by 0.1 for every user, far more than its error (0).

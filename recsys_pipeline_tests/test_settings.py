@@ -105,6 +105,7 @@ def test_every_asset_taking_run_configuration_is_checked_before_the_run(tmp_path
     from recsys_pipeline.orchestration.config import RUN_CONFIGS
 
     graph = build_definitions(str(tmp_path), tmp_path).resolve_asset_graph()
-    schemas = {key.to_user_string(): graph.get(key).assets_def.op.config_schema.config_type for key in graph.get_all_asset_keys()}
+    # Run configuration is per op: ranking_model's op also writes held_out_ranking_model.
+    schemas = {graph.get(key).assets_def.op.name: graph.get(key).assets_def.op.config_schema.config_type for key in graph.get_all_asset_keys()}
     configured = {name for name, schema in schemas.items() if getattr(schema, "fields", None)}
     assert configured == set(RUN_CONFIGS)

@@ -40,7 +40,7 @@ UI_TIMEOUT_MS = 30_000
 GROUPS = {
     "ingest": {"raw_movies", "raw_ratings"},
     "features": {"rating_splits", "movie_features", "user_genre_averages", "fitted_scalers"},
-    "model": {"trained_model", "accepted_model", "movie_embeddings", "ranking_model"},
+    "model": {"trained_model", "accepted_model", "movie_embeddings", "ranking_model", "held_out_ranking_model"},
     "similarity": {"embedding_distance_matrix", "similar_movies"},
     "evaluation": {"model_evaluation"},
     "serving": {"user_recommendations", "release"},

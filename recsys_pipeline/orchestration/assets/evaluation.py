@@ -18,7 +18,7 @@ RANKING_METRICS = ("precision_at_10", "ndcg_at_10", "recall_at_20", "coverage_at
 def model_evaluation(
     context: dg.AssetExecutionContext,
     accepted_model,
-    ranking_model,
+    held_out_ranking_model,
     rating_splits: pd.DataFrame,
     user_genre_averages: pd.DataFrame,
     movie_features: pd.DataFrame,
@@ -26,14 +26,15 @@ def model_evaluation(
 ) -> dg.MaterializeResult[pd.DataFrame]:
     """Validation and test error of the accepted rating model in stars (and MSE on the [-1, 1] scale),
     beside a global-mean and a user+item bias baseline fitted on the same training ratings; and the
-    served ranking on test (precision and NDCG at 10, recall at 20, coverage), each user known by
+    served ranking on test (precision and NDCG at 10, recall at 20, coverage: the ranking model
+    before its epochs on the test ratings, held_out_ranking_model), each user known by
     every rating before test, as serving knows them (candidates: movies rated in neither; relevant:
     rated in test), beside the towers alone, the item-item term alone, its transition term alone,
     EASE and most popular. With
     the default chronological split, test is each user's latest ratings: what they watched next.
 
     The stored table holds the exact figures; the UI shows them rounded."""
-    result = workflow.evaluate(accepted_model, ranking_model, rating_splits, user_genre_averages, movie_features, FittedScalers.from_dict(fitted_scalers))
+    result = workflow.evaluate(accepted_model, held_out_ranking_model, rating_splits, user_genre_averages, movie_features, FittedScalers.from_dict(fitted_scalers))
     splits_event = context.instance.get_latest_materialization_event(dg.AssetKey("rating_splits"))
     split_method = splits_event.asset_materialization.metadata["method"].value if splits_event else "unknown"
     ranking_table = "| ranking on test | " + " | ".join(RANKING_METRICS) + " |\n|---|" + "---:|" * len(RANKING_METRICS) + "\n" + "\n".join(

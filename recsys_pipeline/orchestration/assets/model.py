@@ -149,15 +149,43 @@ def movie_embeddings(accepted_model, movie_features: pd.DataFrame, fitted_scaler
     return dg.MaterializeResult(value=embeddings, metadata={"movies": embeddings.shape[0], "dimensions": embeddings.shape[1]})
 
 
-@dg.asset(
+RANKING_MODEL_DESCRIPTION = (
+    "What a person watches next, as served: a time-aware two-tower (recsys_pipeline.sequential) whose user tower reads "
+    "each user's latest rated movies in order, with their recency, beside the seed's per-genre averages, and whose movie "
+    "tower reads the seed's movie features and an ID embedding; trained to predict each user's next movies (softmax over "
+    "each batch's target movies, log-Q corrected), stopped early on validation NDCG@10, refitted on training and validation "
+    "ratings and then trained on every rating, so the towers know the latest ratings as the item-item term does. With a "
+    "share of the movies' log popularity added back to their biases, and the item-item term blended into the served score "
+    "(EASE fed a recency-weighted history, plus what people rated next), every weight chosen on validation NDCG@10. "
+    "Numpy arrays: serving never imports TensorFlow. user_recommendations and the release serve it."
+)
+HELD_OUT_RANKING_MODEL_DESCRIPTION = (
+    "ranking_model before its epochs on the test ratings, with the same choices: what model_evaluation measures on the "
+    "test split (a model that has seen the test ratings cannot be measured on them)."
+)
+
+
+@dg.multi_asset(
     group_name="model",
-    kinds={"numpy", "tensorflow"},
-    io_manager_key=io_manager_key("ranking_model"),
-    code_version="10",
+    outs={
+        "ranking_model": dg.AssetOut(
+            kinds={"numpy", "tensorflow"},
+            io_manager_key=io_manager_key("ranking_model"),
+            code_version="11",
+            description=RANKING_MODEL_DESCRIPTION,
+            automation_condition=ON_ACCEPTED_MODEL_UPDATE,
+        ),
+        "held_out_ranking_model": dg.AssetOut(
+            kinds={"numpy", "tensorflow"},
+            io_manager_key=io_manager_key("held_out_ranking_model"),
+            code_version="1",
+            description=HELD_OUT_RANKING_MODEL_DESCRIPTION,
+            automation_condition=ON_ACCEPTED_MODEL_UPDATE,
+        ),
+    },
     # It reads no rating model, but a retrain whose rating model fails the regression gate must not
     # change what is served either: it runs after accepted_model, like everything it publishes with.
     deps=["accepted_model"],
-    automation_condition=ON_ACCEPTED_MODEL_UPDATE,
     pool="training",
 )
 def ranking_model(
@@ -169,25 +197,17 @@ def ranking_model(
     movie_features: pd.DataFrame,
     fitted_scalers: dict,
 ):
-    """What a person watches next: a time-aware two-tower (recsys_pipeline.sequential) whose user
-    tower reads each user's latest rated movies in order, with their recency, beside the seed's
-    per-genre averages, and whose movie tower reads the seed's movie features and an ID embedding.
-    Trained on the training ratings to predict each user's next movies (softmax over each batch's
-    target movies, log-Q corrected), stopped early on validation NDCG@10 and refitted on training
-    and validation ratings, with a share of the movies' log popularity added back to their biases
-    (its weight chosen on validation NDCG@10); then the item-item term blended into the served score (EASE fed a
-    recency-weighted history, plus what people rated next: ranking.Transitions) has its penalty,
-    half-life and weights chosen on validation NDCG@10 too. Exported as numpy arrays: serving never
-    imports TensorFlow. model_evaluation measures it; user_recommendations serves it, each user
-    known by every movie they rated."""
+    """Train the time-aware ranking model once; store the model served and the held-out model evaluated."""
     settings = ranking_settings(config, reproducibility.seed)
 
     def log_epoch(epoch: int, loss: float, val_ndcg: float | None) -> None:
         context.log.info(f"epoch {epoch + 1}/{settings.epochs}: loss {loss:.4f}, validation NDCG@10 {val_ndcg:.4f}")
 
     candidate = workflow.train_ranking_model(rating_splits, user_genre_averages, movie_features, FittedScalers.from_dict(fitted_scalers), settings, log_epoch)
-    return dg.MaterializeResult(
-        value=candidate.model,
+    yield dg.MaterializeResult(asset_key="held_out_ranking_model", value=candidate.model, metadata={"serving_epochs_after_it": settings.serving_epochs})
+    yield dg.MaterializeResult(
+        asset_key="ranking_model",
+        value=candidate.served,
         metadata={
             "best_epoch": candidate.best_epoch,
             "epochs_run": len(candidate.history["loss"]),

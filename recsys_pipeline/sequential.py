@@ -587,25 +587,28 @@ def train_sequential(
             on_epoch_end(epoch, history["loss"][-1], score)
         if validate is not None and waited >= settings.patience:
             break
-    refitted = None
-    if refit is not None:
+
+    def restore_best() -> None:
         if best_weights is not None:
             for variable, value in zip(variables, best_weights, strict=True):
                 variable.assign(value)
-        for _ in range(settings.refit_epochs):
-            history.setdefault("refit_loss", []).append(run_epoch(refit))
-        refitted = towers.export(data)
+
+    def train_further(on: Sequences, epochs: int, loss_name: str) -> SequentialModel:
+        for _ in range(epochs):
+            history.setdefault(loss_name, []).append(run_epoch(on))
+        further = towers.export(data)
         history["seconds"].append(time.perf_counter() - started)
-    held_out = refitted if refitted is not None else best
+        return further
+
+    held_out = best
+    if refit is not None:
+        restore_best()
+        held_out = train_further(refit, settings.refit_epochs, "refit_loss")
     served = held_out
     if serving is not None and settings.serving_epochs:
-        if refitted is None and best_weights is not None:
-            for variable, value in zip(variables, best_weights, strict=True):
-                variable.assign(value)
-        for _ in range(settings.serving_epochs):
-            history.setdefault("serving_loss", []).append(run_epoch(serving))
-        served = towers.export(data)
-        history["seconds"].append(time.perf_counter() - started)
+        if refit is None:
+            restore_best()
+        served = train_further(serving, settings.serving_epochs, "serving_loss")
     return Trained(best, held_out, served, history)
 
 

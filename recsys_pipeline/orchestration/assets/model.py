@@ -165,23 +165,21 @@ HELD_OUT_RANKING_MODEL_DESCRIPTION = (
 )
 
 
+def _ranking_model_out(asset: str, code_version: str, description: str) -> dg.AssetOut:
+    return dg.AssetOut(
+        kinds={"numpy", "tensorflow"},
+        io_manager_key=io_manager_key(asset),
+        code_version=code_version,
+        description=description,
+        automation_condition=ON_ACCEPTED_MODEL_UPDATE,
+    )
+
+
 @dg.multi_asset(
     group_name="model",
     outs={
-        "ranking_model": dg.AssetOut(
-            kinds={"numpy", "tensorflow"},
-            io_manager_key=io_manager_key("ranking_model"),
-            code_version="11",
-            description=RANKING_MODEL_DESCRIPTION,
-            automation_condition=ON_ACCEPTED_MODEL_UPDATE,
-        ),
-        "held_out_ranking_model": dg.AssetOut(
-            kinds={"numpy", "tensorflow"},
-            io_manager_key=io_manager_key("held_out_ranking_model"),
-            code_version="1",
-            description=HELD_OUT_RANKING_MODEL_DESCRIPTION,
-            automation_condition=ON_ACCEPTED_MODEL_UPDATE,
-        ),
+        "ranking_model": _ranking_model_out("ranking_model", "11", RANKING_MODEL_DESCRIPTION),
+        "held_out_ranking_model": _ranking_model_out("held_out_ranking_model", "1", HELD_OUT_RANKING_MODEL_DESCRIPTION),
     },
     # It reads no rating model, but a retrain whose rating model fails the regression gate must not
     # change what is served either: it runs after accepted_model, like everything it publishes with.
